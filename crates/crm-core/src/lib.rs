@@ -1,0 +1,32 @@
+//! The heart of crm-connectors: canonical records and schemas, the connector
+//! traits, field mapping, validation, dedupe and conflict resolution.
+//!
+//! This crate is pure logic: no network, no database, no async runtime. The
+//! provider crates (`crm-salesforce`, `crm-hubspot`, ...) and `crm-sql`
+//! implement its traits; `crm-sync` drives them.
+//!
+//! ```
+//! use crm_core::{Record, Value};
+//!
+//! let booking = Record::new()
+//!     .with("booking_id", "BK-1001")
+//!     .with("budget", Value::Decimal("2500.00".parse().unwrap()));
+//! assert_eq!(booking.text("booking_id"), Some("BK-1001"));
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod connector;
+pub mod error;
+pub mod record;
+pub mod schema;
+pub mod value;
+
+pub use connector::{
+    Capabilities, Change, Connector, Cursor, Page, ReadRequest, Sink, Source, WriteBatch, WriteOp,
+    WriteOutcome,
+};
+pub use error::{Error, ErrorKind, Result, Retry};
+pub use record::{Record, RecordId};
+pub use schema::{FieldSchema, FieldType, ObjectSchema, PicklistValue};
+pub use value::{Value, ValueType};

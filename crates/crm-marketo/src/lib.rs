@@ -1,0 +1,9 @@
+//! Marketo connector: Marketo REST leads, companies, opportunities, activities and bulk extract.
+//!
+//! This crate will hold the Marketo client (config, auth, typed wire calls),
+//! default field maps to and from the canonical schema of `crm-core`, the
+//! `Source` and `Sink` implementations, and a stateful simulator of the
+//! Marketo API behind the `sim` feature.
+//!
+//! It has no public items yet; see the workspace README for the roadmap.
+#![forbid(unsafe_code)]

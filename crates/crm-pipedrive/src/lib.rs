@@ -1,0 +1,9 @@
+//! Pipedrive connector: Pipedrive persons, organizations, deals, activities, notes and leads.
+//!
+//! This crate will hold the Pipedrive client (config, auth, typed wire calls),
+//! default field maps to and from the canonical schema of `crm-core`, the
+//! `Source` and `Sink` implementations, and a stateful simulator of the
+//! Pipedrive API behind the `sim` feature.
+//!
+//! It has no public items yet; see the workspace README for the roadmap.
+#![forbid(unsafe_code)]

@@ -1,0 +1,9 @@
+//! Google Sheets connector: Google Sheets API v4 values.
+//!
+//! This crate will hold the Google Sheets client (config, auth, typed wire calls),
+//! default field maps to and from the canonical schema of `crm-core`, the
+//! `Source` and `Sink` implementations, and a stateful simulator of the
+//! Google Sheets API behind the `sim` feature.
+//!
+//! It has no public items yet; see the workspace README for the roadmap.
+#![forbid(unsafe_code)]
