@@ -18,8 +18,10 @@
 
 pub mod connector;
 pub mod error;
+pub mod model;
 pub mod record;
 pub mod schema;
+pub mod validate;
 pub mod value;
 
 pub use connector::{
