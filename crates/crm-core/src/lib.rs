@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod conflict;
 pub mod connector;
+pub mod dedupe;
 pub mod error;
 pub mod model;
 pub mod record;
