@@ -34,3 +34,8 @@ pub use error::{Error, ErrorKind, Result, Retry};
 pub use record::{Record, RecordId};
 pub use schema::{FieldSchema, FieldType, ObjectSchema, PicklistValue};
 pub use value::{Value, ValueType};
+
+/// The workspace README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
