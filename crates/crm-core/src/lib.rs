@@ -20,6 +20,7 @@ pub mod conflict;
 pub mod connector;
 pub mod dedupe;
 pub mod error;
+pub mod mapping;
 pub mod model;
 pub mod record;
 pub mod schema;
@@ -31,6 +32,7 @@ pub use connector::{
     WriteOutcome,
 };
 pub use error::{Error, ErrorKind, Result, Retry};
+pub use mapping::{Direction, FieldMap, Flow, Mapping, MappingErrors, Transform};
 pub use record::{Record, RecordId};
 pub use schema::{FieldSchema, FieldType, ObjectSchema, PicklistValue};
 pub use value::{Value, ValueType};
