@@ -17,7 +17,7 @@ canonical_model! {
     /// A person in a CRM (Salesforce Contact, HubSpot contact, Pipedrive person,
     /// Marketo lead). Seed 004's `customer_id` is the record id.
     Contact("contact") {
-        id: ContactId,
+        id: ContactId | "customer_id" | "id",
         /// Email address, the usual dedupe key.
         email: Option<String>,
         /// Given name.
@@ -46,7 +46,7 @@ canonical_model! {
 canonical_model! {
     /// A lead (Salesforce Lead, Pipedrive lead, a seed 002 lead sync).
     Lead("lead") {
-        id: LeadId,
+        id: LeadId | "id",
         /// Email address.
         email: Option<String>,
         /// Given name.
@@ -75,7 +75,7 @@ canonical_model! {
 canonical_model! {
     /// A company (Salesforce Account, HubSpot company, Pipedrive organization).
     Company("company") {
-        id: CompanyId,
+        id: CompanyId | "id",
         /// Company name.
         name: String,
         /// Web domain.
@@ -99,7 +99,7 @@ canonical_model! {
     /// A deal (Salesforce Opportunity, HubSpot deal, Pipedrive deal, Marketo
     /// opportunity), with seed 004's opportunity fields.
     Deal("deal") {
-        id: DealId,
+        id: DealId | "id",
         /// The primary contact.
         contact_id: Option<ContactId>,
         /// The company.
@@ -124,7 +124,7 @@ canonical_model! {
 canonical_model! {
     /// An activity (Salesforce Task, HubSpot engagement, Pipedrive activity).
     Activity("activity") {
-        id: ActivityId,
+        id: ActivityId | "id",
         /// Kind of activity in the CRM's words (`call`, `email`, `meeting`, `task`).
         activity_type: String,
         /// Subject line.
@@ -149,7 +149,7 @@ canonical_model! {
 canonical_model! {
     /// A note attached to a contact, deal or company.
     Note("note") {
-        id: NoteId,
+        id: NoteId | "id",
         /// The note's text.
         body: String,
         /// Related contact.

@@ -418,7 +418,8 @@ impl FieldValue for ClientCode {
 ///
 /// Two forms: `key FIELD: TYPE` (the key is an ordinary field that is also
 /// mirrored into `Record::id`, as seed 000's `booking_id`), or `id: TYPE`
-/// (the struct's `id` is `Record::id` only, as a CRM object id). Fields may
+/// (the struct's `id` is `Record::id`, as a CRM object id, falling back to
+/// the id fields listed after `|` when the record has no id). Fields may
 /// have `= default` used when the record's field is missing or blank.
 macro_rules! canonical_model {
     (@struct $(#[$meta:meta])* $name:ident [$($idfield:tt)*] { $($(#[$fmeta:meta])* $field:ident : $ty:ty $(= $default:expr)?),* $(,)? }) => {
@@ -488,7 +489,7 @@ macro_rules! canonical_model {
 
     // `id: TYPE` form.
     ($(#[$meta:meta])* $name:ident($object:literal) {
-        id: $idty:ty,
+        id: $idty:ty $(| $idfield:literal)*,
         $($(#[$fmeta:meta])* $field:ident : $ty:ty $(= $default:expr)?),* $(,)?
     }) => {
         canonical_model!(@struct $(#[$meta])* $name [
@@ -518,7 +519,13 @@ macro_rules! canonical_model {
             type Error = $crate::model::ModelError;
             fn try_from(record: &$crate::record::Record) -> Result<Self, Self::Error> {
                 let label = record.label(None, 0);
-                let id = record.id.clone().map(Into::into);
+                // `Record::id` first, else the first non-blank id field a
+                // field map may have produced (`customer_id`, `id`).
+                let id = record.id.clone().map(Into::into).or_else(|| {
+                    [$($idfield),*].into_iter().find_map(|f: &str| {
+                        record.get(f).filter(|v| !v.is_blank()).map(|v| <$idty>::new(v.to_string()))
+                    })
+                });
                 canonical_model!(@fields record, label, $name { $($field: $ty $(= $default)?),* });
                 Ok($name { id, $($field),* })
             }

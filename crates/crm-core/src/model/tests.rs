@@ -280,3 +280,22 @@ fn record_id_fills_missing_key() {
     let row = row.with_id("BK-9");
     assert_eq!(Booking::try_from(&row).unwrap().booking_id.as_str(), "BK-9");
 }
+
+#[test]
+fn id_fields_from_field_maps_fill_the_id() {
+    let mapped = Record::new()
+        .with("customer_id", "003A")
+        .with("email", "a@b.co");
+    assert_eq!(
+        Contact::try_from(&mapped).unwrap().id,
+        Some(ContactId::new("003A"))
+    );
+    let deal = Record::new().with("id", Value::Int(42)).with("name", "Big");
+    assert_eq!(Deal::try_from(&deal).unwrap().id, Some(DealId::new("42")));
+    // Record::id wins over fields.
+    let both = mapped.clone().with_id("003B");
+    assert_eq!(
+        Contact::try_from(&both).unwrap().id,
+        Some(ContactId::new("003B"))
+    );
+}
