@@ -55,8 +55,10 @@ pub const KNOWN_TRANSFORMS: &[&str] = &[
 /// transform unchanged except `default` and `constant`. `phone`, `round`,
 /// `scale`, `date_format`, `parse_json` and `enum_map` also treat blank text
 /// (empty or whitespace) as Null, since a blank cell means "no value" there.
-/// The text transforms keep blank text as text (`trim` of `"  "` is `""`);
-/// chain `default` after them to fill it.
+/// The text transforms (`lower`, `upper`, `initcap`, `trim`) change only
+/// text and pass other values (numbers, dates, JSON) through unchanged; they
+/// keep blank text as text (`trim` of `"  "` is `""`); chain `default` after
+/// them to fill it.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Transform {
@@ -976,10 +978,13 @@ impl Transform {
     }
 }
 
+/// Text transforms change text and leave every other value as it is: a
+/// number or a date has no case and no surrounding spaces, and passing it
+/// through keeps chains such as `[trim, round(2)]` reversible.
 fn map_text(v: Value, f: impl Fn(&str) -> String) -> Result<Value, TransformError> {
-    match text_input(&v, "text")? {
-        None => Ok(Value::Null),
-        Some(s) => Ok(Value::Text(f(s))),
+    match v {
+        Value::Text(s) => Ok(Value::Text(f(&s))),
+        other => Ok(other),
     }
 }
 
