@@ -642,7 +642,7 @@ pub enum PhoneError {
     BadCountryCode,
 }
 
-/// Cleans a phone number to E.164 (`+` and 8 to 15 digits... see below).
+/// Cleans a phone number to E.164: `+` and 7 to 15 digits.
 ///
 /// Rules, in order:
 /// - Spaces, `-`, `.`, `(`, `)`, `/` and a leading `+` are formatting.
@@ -938,7 +938,9 @@ impl Transform {
     }
 
     /// The configuration form of this transform: a name, or a single-key map
-    /// for transforms with parameters. [`Transform::from_json`] reads it back.
+    /// for transforms with parameters. [`Transform::from_json`] reads it back
+    /// to an equal transform, except that a decimal `default` or `constant`
+    /// comes back as text (JSON numbers would lose its scale).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
