@@ -269,7 +269,10 @@ fn seed_000_write_back_loads() {
     let wb = WriteBackConfig::from_yaml(SEED_000_WRITE_BACK).unwrap();
     assert!(wb.enabled);
     assert!(wb.audit_trail);
-    assert_eq!(wb.conflict_resolution.as_deref(), Some("platform_wins"));
+    assert_eq!(
+        wb.conflict_resolution.default,
+        crm_core::conflict::ConflictPolicy::SourceWins
+    );
     assert_eq!(wb.fields.len(), 2);
     let f = &wb.fields[0];
     assert_eq!(f.frequency, Frequency::Daily);

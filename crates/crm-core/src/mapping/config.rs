@@ -356,8 +356,9 @@ impl WriteBackField {
 
 /// The seed 000 `write_back:` block.
 ///
-/// `conflict_resolution` is kept as written (`platform_wins`, `crm_wins`,
-/// `newest_wins`, `manual`); the conflict module interprets it. A
+/// `conflict_resolution` takes the seeds' policy names (`platform_wins`,
+/// `crm_wins`, `newest_wins`, `manual`) or a per-field
+/// [`crate::conflict::ConflictConfig`]; it defaults to `newest_wins`. A
 /// `write_back` block is on unless it says `enabled: false`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,9 +368,9 @@ pub struct WriteBackConfig {
     pub enabled: bool,
     /// The fields written back.
     pub fields: Vec<WriteBackField>,
-    /// The conflict policy's name, as written.
+    /// How a field changed on both sides is decided.
     #[serde(default)]
-    pub conflict_resolution: Option<String>,
+    pub conflict_resolution: crate::conflict::ConflictConfig,
     /// Whether every write-back is recorded in the audit trail.
     #[serde(default)]
     pub audit_trail: bool,
