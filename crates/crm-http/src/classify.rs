@@ -25,6 +25,11 @@ pub const CTX_PROVIDER_CODE: &str = "provider_code";
 pub const CTX_PROVIDER_MESSAGE: &str = "provider_message";
 /// Context key for the scrubbed, truncated response body.
 pub const CTX_BODY: &str = "body";
+/// Context key for a server-requested delay in milliseconds, read from
+/// `Retry-After` on any failure (a 503 may carry one too). The client waits
+/// this long before a retry; [`Error::retry_after`] of a
+/// [`ErrorKind::RateLimited`] error takes precedence.
+pub const CTX_RETRY_AFTER_MS: &str = "retry_after_ms";
 /// Context key for the provider name.
 pub const CTX_PROVIDER: &str = "provider";
 
@@ -94,8 +99,8 @@ impl<'a> ResponseParts<'a> {
     }
 
     /// An error of `kind` for this response, with status, provider code and
-    /// message (read from common JSON error shapes) and the scrubbed body as
-    /// context. Provider classifiers start from this and adjust.
+    /// message (read from common JSON error shapes), `Retry-After` and the
+    /// scrubbed body as context. Provider classifiers start from this and adjust.
     pub fn error(&self, kind: ErrorKind) -> Error {
         let (code, message) = self
             .json()
@@ -124,6 +129,9 @@ impl<'a> ResponseParts<'a> {
         }
         if let Some(message) = message {
             err = err.with_context(CTX_PROVIDER_MESSAGE, self.scrub(&message));
+        }
+        if let Some(after) = self.retry_after() {
+            err = err.with_context(CTX_RETRY_AFTER_MS, after.as_millis());
         }
         if !self.body.is_empty() {
             err = err.with_context(CTX_BODY, self.body_snippet());

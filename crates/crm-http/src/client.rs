@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::auth::{Auth, Token, TokenTransport};
 use crate::classify::{
-    CTX_PROVIDER, DefaultClassifier, ResponseClassifier, ResponseParts, Verdict,
+    CTX_PROVIDER, CTX_RETRY_AFTER_MS, DefaultClassifier, ResponseClassifier, ResponseParts, Verdict,
 };
 use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimitConfig, RateLimitHeaders, RateLimiter};
@@ -732,7 +732,7 @@ impl HttpClient {
                     if attempts >= policy.attempts_limit() {
                         return Err(retry::exhausted(error, attempts, "attempt limit reached"));
                     }
-                    let delay = match error.retry_after() {
+                    let delay = match server_delay(&error) {
                         Some(after) => policy.delay_for_retry_after(after),
                         None => policy.backoff(attempts),
                     };
@@ -868,6 +868,17 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// The wait the provider asked for: the rate-limit hint, or a
+/// `Retry-After` recorded in the context (e.g. on a 503).
+fn server_delay(error: &Error) -> Option<Duration> {
+    error.retry_after().or_else(|| {
+        error
+            .context_value(CTX_RETRY_AFTER_MS)
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis)
+    })
 }
 
 fn is_idempotent_method(method: &Method) -> bool {
