@@ -80,7 +80,8 @@ pub fn scrub_text(text: &str, known_secrets: &[&str]) -> String {
     )
 }
 
-/// Replaces every field whose name is a secret name, at any depth.
+/// Replaces every field whose name is a secret name, at any depth, and
+/// masks `name=value` pairs and credentials inside string values.
 pub fn redact_json(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -93,6 +94,8 @@ pub fn redact_json(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact_json),
+        // Free text may quote a form body or a header.
+        Value::String(text) => *text = redact_text(text),
         _ => {}
     }
 }
