@@ -21,6 +21,7 @@ pub mod connector;
 pub mod dedupe;
 pub mod error;
 pub mod mapping;
+pub mod matching;
 pub mod model;
 pub mod record;
 pub mod schema;
