@@ -1,10 +1,19 @@
 //! The sync orchestrator of crm-connectors.
 //!
-//! This crate will hold `SyncJob` (loaded from YAML in the shapes of the design
-//! documents), the page-by-page pipeline (extract, validate and clean,
-//! transform, dedupe, match to campaigns, store, checkpoint), bidirectional
-//! sync with conflict resolution, scheduling, webhooks, and the `crm-sync`
-//! command-line tool.
-//!
-//! It has no public items yet; see the workspace README for the roadmap.
+//! - [`pipeline`]: the page-by-page pipeline of seed 000 (extract, validate
+//!   and clean, transform, dedupe, match to campaigns, store, checkpoint),
+//!   crash-safe by construction: a page's cursor is committed only after the
+//!   page is stored.
+//! - [`state`]: what the pipeline keeps durable (checkpoints, dead letters,
+//!   the review queue), with an in-memory implementation.
+//! - [`report`]: the numbers of a run.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod pipeline;
+pub mod report;
+pub mod state;
+
+pub use pipeline::{Mode, Pipeline};
+pub use report::RunReport;
+pub use state::{MemoryState, PipelineState};

@@ -1,0 +1,552 @@
+//! The page-by-page pipeline of seed 000:
+//! extract -> validate & clean -> transform -> dedupe -> match -> store -> checkpoint.
+//!
+//! Memory is bounded by one page. A page's cursor is committed only after the
+//! page is stored, so a crash at any point resumes from the last committed
+//! page: rows of the page in flight are read again and the destination's
+//! upsert (keyed by the record key) absorbs the repeat. Dead letters and
+//! review items are keyed by record, so they are replaced, not repeated.
+//!
+//! ```
+//! # use crm_sync::pipeline::{Mode, Pipeline};
+//! # use crm_sync::state::MemoryState;
+//! # async fn demo(source: &dyn crm_core::Source, sink: &dyn crm_core::Sink) -> crm_core::Result<()> {
+//! let state = MemoryState::new();
+//! let report = Pipeline::new("bookings", "Bookings", source, sink, &state)
+//!     .destination_object("booking")
+//!     .key_field("booking_id")
+//!     .run(Mode::Incremental)
+//!     .await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use crm_core::dedupe::Deduper;
+use crm_core::mapping::{Flow, Mapping};
+use crm_core::validate::{ValidationRules, Validator};
+use crm_core::{
+    Change, ReadRequest, Record, RecordId, Result, Sink, Source, WriteBatch, WriteOp, WriteOutcome,
+};
+use futures_util::StreamExt;
+
+use crate::report::RunReport;
+use crate::state::{DeadLetter, PipelineState, ReviewCandidate, ReviewItem, ReviewKind, Stage};
+
+/// Full or incremental.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Read everything from the start; the checkpoint is rebuilt as pages are stored.
+    Full,
+    /// Read what changed after the committed checkpoint.
+    Incremental,
+}
+
+impl Mode {
+    /// `full` or `incremental`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Incremental => "incremental",
+        }
+    }
+}
+
+/// The match status of a record, as seed 000's table defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatchStatus {
+    /// Exact or confident match.
+    Matched,
+    /// Fuzzy match, for review.
+    Probable,
+    /// No match found.
+    Unmatched,
+    /// Several matches, for review.
+    Multiple,
+}
+
+impl MatchStatus {
+    /// The seed's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchStatus::Matched => "matched",
+            MatchStatus::Probable => "probable",
+            MatchStatus::Unmatched => "unmatched",
+            MatchStatus::Multiple => "multiple",
+        }
+    }
+}
+
+/// What a matcher decided for one record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatchDecision {
+    /// The status.
+    pub status: MatchStatus,
+    /// The campaign to record on the row: set when matched, and for a
+    /// probable match the best candidate (pending review).
+    pub campaign_id: Option<String>,
+    /// The candidates, best first, for the review queue.
+    pub candidates: Vec<ReviewCandidate>,
+}
+
+/// Matches records to campaigns (the pipeline's matching stage).
+pub trait RecordMatcher: Send + Sync {
+    /// Decides one record.
+    fn match_record(&self, record: &Record) -> MatchDecision;
+}
+
+/// Hooks called after each stage of each page: progress display, and tests
+/// that stop the pipeline at a chosen point.
+#[async_trait]
+pub trait Observer: Send + Sync {
+    /// Called after `stage` of page `page` (1-based), with the numbers so far.
+    async fn after_stage(&self, page: u64, stage: Stage, report: &RunReport);
+}
+
+/// The fields the pipeline writes onto a matched row.
+pub const MATCH_STATUS_FIELD: &str = "match_status";
+/// The campaign id field (seed 000 `campaign_id`).
+pub const CAMPAIGN_ID_FIELD: &str = "campaign_id";
+
+/// One configured run of the pipeline.
+pub struct Pipeline<'a> {
+    job: String,
+    object: String,
+    destination_object: String,
+    source: &'a dyn Source,
+    sink: &'a dyn Sink,
+    state: &'a dyn PipelineState,
+    key_field: Option<String>,
+    rules: Option<ValidationRules>,
+    mapping: Option<(Mapping, Flow)>,
+    deduper: Option<Deduper>,
+    matcher: Option<Arc<dyn RecordMatcher>>,
+    max_manual_review: Option<usize>,
+    page_size: Option<usize>,
+    observer: Option<&'a dyn Observer>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// A pipeline reading `object` from `source` into `sink`, keeping its
+    /// checkpoints, dead letters and review items in `state` under `job`.
+    pub fn new(
+        job: impl Into<String>,
+        object: impl Into<String>,
+        source: &'a dyn Source,
+        sink: &'a dyn Sink,
+        state: &'a dyn PipelineState,
+    ) -> Self {
+        let object = object.into();
+        Pipeline {
+            job: job.into(),
+            destination_object: object.clone(),
+            object,
+            source,
+            sink,
+            state,
+            key_field: None,
+            rules: None,
+            mapping: None,
+            deduper: None,
+            matcher: None,
+            max_manual_review: None,
+            page_size: None,
+            observer: None,
+        }
+    }
+
+    /// The destination object (table) when it differs from the source's.
+    #[must_use]
+    pub fn destination_object(mut self, object: impl Into<String>) -> Self {
+        self.destination_object = object.into();
+        self
+    }
+
+    /// The field that keys records: upserts are keyed by it and reports,
+    /// dead letters and review items name records by it. Without it records
+    /// are written with [`WriteOp::Create`] and named by their id or position.
+    #[must_use]
+    pub fn key_field(mut self, field: impl Into<String>) -> Self {
+        self.key_field = Some(field.into());
+        self
+    }
+
+    /// Validation rules (seed 000 `validation:`).
+    #[must_use]
+    pub fn validation(mut self, rules: ValidationRules) -> Self {
+        self.rules = Some(rules);
+        self
+    }
+
+    /// A field mapping applied after validation, in `flow` direction.
+    #[must_use]
+    pub fn mapping(mut self, mapping: Mapping, flow: Flow) -> Self {
+        self.mapping = Some((mapping, flow));
+        self
+    }
+
+    /// Dedupe within each page.
+    #[must_use]
+    pub fn dedupe(mut self, deduper: Deduper) -> Self {
+        self.deduper = Some(deduper);
+        self
+    }
+
+    /// Campaign matching.
+    #[must_use]
+    pub fn matcher(mut self, matcher: Arc<dyn RecordMatcher>) -> Self {
+        self.matcher = Some(matcher);
+        self
+    }
+
+    /// Caps the review queue (seed 000 `crm.matching.max_manual_review`).
+    #[must_use]
+    pub fn max_manual_review(mut self, n: usize) -> Self {
+        self.max_manual_review = Some(n);
+        self
+    }
+
+    /// Preferred page size (seed 000 `crm.sync.batch_size`).
+    #[must_use]
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.page_size = Some(n);
+        self
+    }
+
+    /// Receives a call after every stage of every page.
+    #[must_use]
+    pub fn observer(mut self, observer: &'a dyn Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    async fn observe(&self, page: u64, stage: Stage, report: &RunReport) {
+        if let Some(o) = self.observer {
+            o.after_stage(page, stage, report).await;
+        }
+    }
+
+    /// A key that names the record the same way on every run: the key
+    /// field, else the source's id, else a digest of the content (never the
+    /// position, which changes when a run resumes mid-source).
+    fn label(&self, record: &Record) -> String {
+        let keyed = self
+            .key_field
+            .as_deref()
+            .and_then(|k| record.get(k))
+            .filter(|v| !v.is_blank());
+        match (keyed, &record.id) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => format!("row:{:016x}", record.content_digest()),
+        }
+    }
+
+    async fn dead(
+        &self,
+        stage: Stage,
+        key: String,
+        record: Record,
+        errors: Vec<String>,
+    ) -> Result<()> {
+        self.state
+            .dead_letter(DeadLetter {
+                job: self.job.clone(),
+                object: self.object.clone(),
+                record_key: key,
+                stage,
+                record,
+                errors,
+            })
+            .await
+    }
+
+    /// Runs the pipeline to the end of the source.
+    ///
+    /// # Errors
+    /// When the source, the destination or the state store fails as a whole
+    /// (auth, transport after retries, a schema mismatch). Bad records never
+    /// fail the run: they go to the dead letters and the report.
+    ///
+    /// # Cancel safety
+    /// Dropping the future at any point loses nothing: the next run resumes
+    /// from the last committed checkpoint.
+    pub async fn run(&self, mode: Mode) -> Result<RunReport> {
+        let started = Instant::now();
+        let mut report = RunReport {
+            job: self.job.clone(),
+            mode: mode.as_str().to_owned(),
+            ..RunReport::default()
+        };
+        let since = match mode {
+            Mode::Full => None,
+            Mode::Incremental => self.state.load_checkpoint(&self.job, &self.object).await?,
+        };
+        let mut request = ReadRequest::full(self.object.clone());
+        request.since = since;
+        request.page_size = self.page_size;
+        let mut validator = self.rules.as_ref().map(ValidationRules::validator);
+        let mut index = 0usize;
+        let mut review_full_warned = false;
+
+        let mut pages = self.source.read(request);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            report.pages += 1;
+            let n = report.pages;
+            let mut upserts = Vec::new();
+            let mut deletes = Vec::new();
+            for change in page.changes {
+                match change {
+                    Change::Upsert(r) => upserts.push((index, r)),
+                    Change::Delete { id, .. } => deletes.push(id),
+                }
+                index += 1;
+            }
+            report.rows_read += upserts.len() as u64;
+            report.deletes_read += deletes.len() as u64;
+            self.observe(n, Stage::Extract, &report).await;
+
+            let valid = self.validate(&mut validator, upserts, &mut report).await?;
+            self.observe(n, Stage::Validate, &report).await;
+
+            let mapped = self.transform(valid, &mut report).await?;
+            self.observe(n, Stage::Transform, &report).await;
+
+            let deduped = match &self.deduper {
+                Some(d) => {
+                    let records = mapped.into_iter().map(|(_, r)| r).collect();
+                    let out = d.dedupe(records);
+                    report.deduped += out.removed() as u64;
+                    out.records.into_iter().enumerate().collect()
+                }
+                None => mapped,
+            };
+            self.observe(n, Stage::Dedupe, &report).await;
+
+            let matched = self
+                .match_records(deduped, &mut report, &mut review_full_warned)
+                .await?;
+            self.observe(n, Stage::Match, &report).await;
+
+            self.store(matched, deletes, &mut report).await?;
+            self.observe(n, Stage::Store, &report).await;
+
+            self.state
+                .commit_checkpoint(&self.job, &self.object, &page.cursor)
+                .await?;
+            self.observe(n, Stage::Checkpoint, &report).await;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn validate(
+        &self,
+        validator: &mut Option<Validator>,
+        rows: Vec<(usize, Record)>,
+        report: &mut RunReport,
+    ) -> Result<Vec<(usize, Record)>> {
+        let Some(validator) = validator else {
+            report.valid += rows.len() as u64;
+            return Ok(rows);
+        };
+        let mut valid = Vec::with_capacity(rows.len());
+        for (i, row) in rows {
+            match validator.validate(&row, i) {
+                Ok(clean) => {
+                    report.valid += 1;
+                    valid.push((i, clean));
+                }
+                Err(failed) => {
+                    report.invalid += 1;
+                    for f in &failed.failures {
+                        *report
+                            .skipped_by_rule
+                            .entry(format!("{}.{}", f.field, f.rule))
+                            .or_default() += 1;
+                    }
+                    let errors = failed
+                        .failures
+                        .iter()
+                        .map(|f| format!("{} ({}): {}", f.field, f.rule, f.message))
+                        .collect();
+                    let key = self.label(&row);
+                    self.dead(Stage::Validate, key, row, errors).await?;
+                }
+            }
+        }
+        Ok(valid)
+    }
+
+    async fn transform(
+        &self,
+        rows: Vec<(usize, Record)>,
+        report: &mut RunReport,
+    ) -> Result<Vec<(usize, Record)>> {
+        let Some((mapping, flow)) = &self.mapping else {
+            return Ok(rows);
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows {
+            match mapping.apply_at(&row, *flow, i) {
+                Ok(mapped) => out.push((i, mapped)),
+                Err(errors) => {
+                    report.transform_failed += 1;
+                    let key = self.label(&row);
+                    let lines = errors.to_string().lines().map(str::to_owned).collect();
+                    self.dead(Stage::Transform, key, row, lines).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn match_records(
+        &self,
+        rows: Vec<(usize, Record)>,
+        report: &mut RunReport,
+        warned: &mut bool,
+    ) -> Result<Vec<(usize, Record)>> {
+        let Some(matcher) = &self.matcher else {
+            return Ok(rows);
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, mut row) in rows {
+            let decision = matcher.match_record(&row);
+            *report
+                .match_status
+                .entry(decision.status.as_str().to_owned())
+                .or_default() += 1;
+            row.set(MATCH_STATUS_FIELD, decision.status.as_str());
+            if let Some(id) = &decision.campaign_id {
+                row.set(CAMPAIGN_ID_FIELD, id.as_str());
+            }
+            let key = self.label(&row);
+            let kind = match decision.status {
+                MatchStatus::Probable => Some(ReviewKind::ProbableMatch),
+                MatchStatus::Multiple => Some(ReviewKind::MultipleMatch),
+                MatchStatus::Matched | MatchStatus::Unmatched => None,
+            };
+            match kind {
+                Some(kind) => {
+                    let room = match self.max_manual_review {
+                        Some(cap) => self.state.review_count(&self.job).await? < cap,
+                        None => true,
+                    };
+                    if room {
+                        self.state
+                            .queue_review(ReviewItem {
+                                job: self.job.clone(),
+                                object: self.object.clone(),
+                                record_key: key,
+                                kind,
+                                candidates: decision.candidates,
+                                record: row.clone(),
+                            })
+                            .await?;
+                    } else {
+                        report.review_overflow += 1;
+                        if !*warned {
+                            *warned = true;
+                            report.warnings.push(format!(
+                                "the review queue is full (max_manual_review = {}); further \
+                                 probable and multiple matches are stored with their status \
+                                 but not queued",
+                                self.max_manual_review.unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    self.state
+                        .clear_review(&self.job, &self.object, &key)
+                        .await?
+                }
+            }
+            out.push((i, row));
+        }
+        Ok(out)
+    }
+
+    async fn store(
+        &self,
+        rows: Vec<(usize, Record)>,
+        deletes: Vec<RecordId>,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let max = self.sink.max_batch(&self.destination_object).max(1);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<(usize, Record)> = rows.by_ref().take(max).collect();
+            let labels: Vec<String> = chunk.iter().map(|(_, r)| self.label(r)).collect();
+            let records: Vec<Record> = chunk.into_iter().map(|(_, r)| r).collect();
+            let batch = match &self.key_field {
+                Some(key) => WriteBatch::upsert(key.clone(), records.clone()),
+                None => WriteBatch::new(WriteOp::Create, records.clone()),
+            };
+            let outcomes = self.sink.write(&self.destination_object, batch).await?;
+            for (pos, outcome) in outcomes.into_iter().enumerate() {
+                let label = labels
+                    .get(pos)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{pos}"));
+                match outcome {
+                    WriteOutcome::Created(_) => report.created += 1,
+                    WriteOutcome::Updated(_) => report.updated += 1,
+                    WriteOutcome::Unchanged(_) => report.unchanged += 1,
+                    WriteOutcome::Deleted(_) => report.deleted += 1,
+                    WriteOutcome::Rejected { index, error } => {
+                        report.rejected += 1;
+                        let record = records.get(index).cloned().unwrap_or_default();
+                        let key = labels.get(index).cloned().unwrap_or(label);
+                        self.dead(Stage::Store, key, record, vec![error.to_string()])
+                            .await?;
+                        continue;
+                    }
+                }
+                self.state
+                    .clear_dead_letters(&self.job, &self.object, &label)
+                    .await?;
+            }
+        }
+        for chunk in deletes.chunks(max) {
+            let records = chunk
+                .iter()
+                .map(|id| {
+                    let mut r = Record::new().with_id(id.clone());
+                    if let Some(key) = &self.key_field {
+                        r.set(key.clone(), id.as_str());
+                    }
+                    r
+                })
+                .collect();
+            let outcomes = self
+                .sink
+                .write(
+                    &self.destination_object,
+                    WriteBatch::new(WriteOp::Delete, records),
+                )
+                .await?;
+            for outcome in outcomes {
+                match outcome {
+                    WriteOutcome::Rejected { index, error } => {
+                        report.rejected += 1;
+                        let id = chunk
+                            .get(index)
+                            .map(ToString::to_string)
+                            .unwrap_or_default();
+                        self.dead(Stage::Store, id, Record::new(), vec![error.to_string()])
+                            .await?;
+                    }
+                    WriteOutcome::Unchanged(_) => report.unchanged += 1,
+                    _ => report.deleted += 1,
+                }
+            }
+        }
+        Ok(())
+    }
+}
