@@ -27,6 +27,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use crm_core::dedupe::Deduper;
 use crm_core::mapping::{Flow, Mapping};
+use crm_core::matching::{Candidate, MatchAction, MatchStatus, Matcher, MatchingConfig};
+use crm_core::model::Campaign;
 use crm_core::validate::{ValidationRules, Validator};
 use crm_core::{
     Change, ReadRequest, Record, RecordId, Result, Sink, Source, WriteBatch, WriteOp, WriteOutcome,
@@ -55,47 +57,47 @@ impl Mode {
     }
 }
 
-/// The match status of a record, as seed 000's table defines it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MatchStatus {
-    /// Exact or confident match.
-    Matched,
-    /// Fuzzy match, for review.
-    Probable,
-    /// No match found.
-    Unmatched,
-    /// Several matches, for review.
-    Multiple,
+/// Campaign matching for the pipeline: a [`Matcher`] and the campaigns it was
+/// built over (for the ids and names written on rows and shown to reviewers).
+pub struct CampaignMatching {
+    matcher: Matcher,
+    campaigns: Vec<(String, String)>,
 }
 
-impl MatchStatus {
-    /// The seed's word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MatchStatus::Matched => "matched",
-            MatchStatus::Probable => "probable",
-            MatchStatus::Unmatched => "unmatched",
-            MatchStatus::Multiple => "multiple",
+impl CampaignMatching {
+    /// Builds the matcher's indexes once over `campaigns`.
+    pub fn new(config: &MatchingConfig, campaigns: Vec<Campaign>) -> Self {
+        let names = campaigns
+            .iter()
+            .map(|c| (c.campaign_id.to_string(), c.name.clone()))
+            .collect();
+        CampaignMatching {
+            matcher: Matcher::new(config, campaigns),
+            campaigns: names,
         }
     }
-}
 
-/// What a matcher decided for one record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MatchDecision {
-    /// The status.
-    pub status: MatchStatus,
-    /// The campaign to record on the row: set when matched, and for a
-    /// probable match the best candidate (pending review).
-    pub campaign_id: Option<String>,
-    /// The candidates, best first, for the review queue.
-    pub candidates: Vec<ReviewCandidate>,
-}
+    /// The underlying matcher.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
 
-/// Matches records to campaigns (the pipeline's matching stage).
-pub trait RecordMatcher: Send + Sync {
-    /// Decides one record.
-    fn match_record(&self, record: &Record) -> MatchDecision;
+    fn candidate(&self, c: &Candidate) -> ReviewCandidate {
+        let (id, name) = self.campaigns.get(c.campaign).cloned().unwrap_or_default();
+        let strategy = self
+            .matcher
+            .config()
+            .strategies
+            .get(c.strategy)
+            .map(|s| s.kind.as_str())
+            .unwrap_or("unknown");
+        ReviewCandidate {
+            campaign_id: c.campaign_id.as_ref().map_or(id, ToString::to_string),
+            name,
+            score: c.score.as_f64(),
+            strategy: strategy.to_owned(),
+        }
+    }
 }
 
 /// Hooks called after each stage of each page: progress display, and tests
@@ -106,7 +108,7 @@ pub trait Observer: Send + Sync {
     async fn after_stage(&self, page: u64, stage: Stage, report: &RunReport);
 }
 
-/// The fields the pipeline writes onto a matched row.
+/// The field the pipeline writes each row's match status into.
 pub const MATCH_STATUS_FIELD: &str = "match_status";
 /// The campaign id field (seed 000 `campaign_id`).
 pub const CAMPAIGN_ID_FIELD: &str = "campaign_id";
@@ -123,7 +125,7 @@ pub struct Pipeline<'a> {
     rules: Option<ValidationRules>,
     mapping: Option<(Mapping, Flow)>,
     deduper: Option<Deduper>,
-    matcher: Option<Arc<dyn RecordMatcher>>,
+    matcher: Option<Arc<CampaignMatching>>,
     max_manual_review: Option<usize>,
     page_size: Option<usize>,
     observer: Option<&'a dyn Observer>,
@@ -197,7 +199,7 @@ impl<'a> Pipeline<'a> {
 
     /// Campaign matching.
     #[must_use]
-    pub fn matcher(mut self, matcher: Arc<dyn RecordMatcher>) -> Self {
+    pub fn matcher(mut self, matcher: Arc<CampaignMatching>) -> Self {
         self.matcher = Some(matcher);
         self
     }
@@ -411,28 +413,28 @@ impl<'a> Pipeline<'a> {
         report: &mut RunReport,
         warned: &mut bool,
     ) -> Result<Vec<(usize, Record)>> {
-        let Some(matcher) = &self.matcher else {
+        let Some(matching) = &self.matcher else {
             return Ok(rows);
         };
+        let records: Vec<Record> = rows.iter().map(|(_, r)| r.clone()).collect();
+        let results = matching.matcher.match_all(&records);
         let mut out = Vec::with_capacity(rows.len());
-        for (i, mut row) in rows {
-            let decision = matcher.match_record(&row);
+        for ((i, mut row), result) in rows.into_iter().zip(results) {
             *report
                 .match_status
-                .entry(decision.status.as_str().to_owned())
+                .entry(result.status.as_str().to_owned())
                 .or_default() += 1;
-            row.set(MATCH_STATUS_FIELD, decision.status.as_str());
-            if let Some(id) = &decision.campaign_id {
-                row.set(CAMPAIGN_ID_FIELD, id.as_str());
+            row.set(MATCH_STATUS_FIELD, result.status.as_str());
+            if let Some(best) = &result.best {
+                row.set(CAMPAIGN_ID_FIELD, matching.candidate(best).campaign_id);
             }
             let key = self.label(&row);
-            let kind = match decision.status {
-                MatchStatus::Probable => Some(ReviewKind::ProbableMatch),
-                MatchStatus::Multiple => Some(ReviewKind::MultipleMatch),
-                MatchStatus::Matched | MatchStatus::Unmatched => None,
-            };
-            match kind {
-                Some(kind) => {
+            match result.action {
+                MatchAction::Review => {
+                    let kind = match result.status {
+                        MatchStatus::Multiple => ReviewKind::MultipleMatch,
+                        _ => ReviewKind::ProbableMatch,
+                    };
                     let room = match self.max_manual_review {
                         Some(cap) => self.state.review_count(&self.job).await? < cap,
                         None => true,
@@ -444,7 +446,11 @@ impl<'a> Pipeline<'a> {
                                 object: self.object.clone(),
                                 record_key: key,
                                 kind,
-                                candidates: decision.candidates,
+                                candidates: result
+                                    .candidates
+                                    .iter()
+                                    .map(|c| matching.candidate(c))
+                                    .collect(),
                                 record: row.clone(),
                             })
                             .await?;
@@ -461,10 +467,17 @@ impl<'a> Pipeline<'a> {
                         }
                     }
                 }
-                None => {
+                MatchAction::Skip => {
+                    report.match_skipped += 1;
                     self.state
                         .clear_review(&self.job, &self.object, &key)
-                        .await?
+                        .await?;
+                    continue;
+                }
+                MatchAction::Link | MatchAction::CreateUnmatched => {
+                    self.state
+                        .clear_review(&self.job, &self.object, &key)
+                        .await?;
                 }
             }
             out.push((i, row));

@@ -32,6 +32,8 @@ pub struct RunReport {
     pub deduped: u64,
     /// Match outcomes by status (`matched`, `probable`, `unmatched`, `multiple`).
     pub match_status: BTreeMap<String, u64>,
+    /// Rows left out by `on_no_match` / `on_multiple_match: skip`.
+    pub match_skipped: u64,
     /// Review items not queued because `max_manual_review` was reached.
     pub review_overflow: u64,
     /// Rows written as new.

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use crm_core::dedupe::Deduper;
+use crm_core::matching::MatchingConfig;
+use crm_core::model::Campaign;
 use crm_core::validate::ValidationRules;
 use crm_core::{
     Capabilities, Change, Connector, Cursor, Error, ObjectSchema, Page, ReadRequest, Record,
     RecordId, Result, Sink, Source, Value, WriteBatch, WriteOp, WriteOutcome,
 };
-use crm_sync::pipeline::{MatchDecision, MatchStatus, Observer, RecordMatcher};
-use crm_sync::state::{ReviewCandidate, Stage};
+use crm_sync::pipeline::{CampaignMatching, Observer};
+use crm_sync::state::{ReviewKind, Stage};
 use crm_sync::{MemoryState, Mode, Pipeline, RunReport};
 use futures_util::stream::{self, BoxStream, StreamExt};
 
@@ -132,7 +134,7 @@ validation:
 fn row(i: usize) -> Record {
     let mut r = Record::new()
         .with("booking_id", format!("BK-{i:04}"))
-        .with("campaign_name", format!("Campaign {}", i % 7))
+        .with("campaign_name", NAMES[i % 7])
         .with("budget", format!("{}.50", 100 + i))
         .with("start_date", "2024-03-01")
         .with("end_date", "2024-03-31");
@@ -150,41 +152,51 @@ fn rows() -> Vec<Record> {
     (0..40).map(row).collect()
 }
 
-/// Matches names ending in 0 exactly, 1 probably, 2 to several; others not.
-struct TailMatcher;
+const MATCHING: &str = r#"
+matching:
+  strategies:
+    - type: "exact_id"
+      source: "booking.campaign_id"
+      target: "campaign.id"
+      priority: 1
+    - type: "name_match"
+      source: "booking.campaign_name"
+      target: "campaign.name"
+      algorithm: "fuzzy"
+      threshold: 0.85
+      priority: 2
+  on_no_match: "create_unmatched_record"
+  on_multiple_match: "flag_for_review"
+"#;
 
-impl RecordMatcher for TailMatcher {
-    fn match_record(&self, record: &Record) -> MatchDecision {
-        let name = record.text("campaign_name").unwrap_or_default();
-        let cand = |id: &str| ReviewCandidate {
-            campaign_id: id.into(),
-            name: name.into(),
-            score: 0.9,
-            strategy: "name_match".into(),
-        };
-        match name.chars().last() {
-            Some('0') => MatchDecision {
-                status: MatchStatus::Matched,
-                campaign_id: Some("C0".into()),
-                candidates: vec![],
-            },
-            Some('1') => MatchDecision {
-                status: MatchStatus::Probable,
-                campaign_id: Some("C1".into()),
-                candidates: vec![cand("C1")],
-            },
-            Some('2') => MatchDecision {
-                status: MatchStatus::Multiple,
-                campaign_id: None,
-                candidates: vec![cand("C2"), cand("C2b")],
-            },
-            _ => MatchDecision {
-                status: MatchStatus::Unmatched,
-                campaign_id: None,
-                candidates: vec![],
-            },
-        }
-    }
+const NAMES: [&str; 7] = [
+    "Spring Sale",
+    "Summer Promo",
+    "Autumn Launch",
+    "Winter Clearance",
+    "Holiday Push",
+    "Brand Awareness",
+    "Retargeting",
+];
+
+fn campaign(id: &str, name: &str) -> Campaign {
+    let r = Record::new().with("campaign_id", id).with("name", name);
+    Campaign::try_from(&r).unwrap()
+}
+
+/// Spring Sale matches exactly, Summer Promo probably (one letter off),
+/// Autumn Launch twice (multiple); the rest find nothing.
+fn matching() -> Arc<CampaignMatching> {
+    let config = MatchingConfig::from_yaml(MATCHING).unwrap();
+    Arc::new(CampaignMatching::new(
+        &config,
+        vec![
+            campaign("C-SPRING", "Spring Sale"),
+            campaign("C-SUMMER", "Summer Promos"),
+            campaign("C-AUT-1", "Autumn Launch"),
+            campaign("C-AUT-2", "autumn launch!"),
+        ],
+    ))
 }
 
 fn pipeline<'a>(source: &'a VecSource, sink: &'a MapSink, state: &'a MemoryState) -> Pipeline<'a> {
@@ -193,7 +205,7 @@ fn pipeline<'a>(source: &'a VecSource, sink: &'a MapSink, state: &'a MemoryState
         .key_field("booking_id")
         .validation(ValidationRules::from_yaml(RULES).unwrap())
         .dedupe(Deduper::new(["booking_id"]))
-        .matcher(Arc::new(TailMatcher))
+        .matcher(matching())
         .page_size(4)
 }
 
@@ -237,11 +249,38 @@ async fn a_run_reports_every_outcome_and_keeps_bad_rows() {
     // Matching: probable and multiple wait for review.
     let total: u64 = report.match_status.values().sum();
     assert_eq!(total, 29);
-    let review = state.review_items();
+    // Valid rows by name: i % 7 == 0 Spring, 1 Summer, 2 Autumn.
+    let valid: Vec<usize> = (0..40).filter(|i| ![3, 5, 7].contains(&(i % 11))).collect();
+    let count = |k: usize| valid.iter().filter(|i| *i % 7 == k).count() as u64;
+    assert_eq!(report.matched("matched"), count(0));
+    assert_eq!(report.matched("probable"), count(1));
+    assert_eq!(report.matched("multiple"), count(2));
     assert_eq!(
-        review.len() as u64,
-        report.matched("probable") + report.matched("multiple")
+        report.matched("unmatched"),
+        29 - count(0) - count(1) - count(2)
     );
+    let review = state.review_items();
+    assert_eq!(review.len() as u64, count(1) + count(2));
+    let multiple = review
+        .iter()
+        .find(|r| r.kind == ReviewKind::MultipleMatch)
+        .unwrap();
+    let ids: Vec<_> = multiple
+        .candidates
+        .iter()
+        .map(|c| c.campaign_id.as_str())
+        .collect();
+    assert_eq!(ids, ["C-AUT-1", "C-AUT-2"]);
+    assert_eq!(multiple.candidates[0].strategy, "name_match");
+    {
+        let stored = sink.rows.lock().unwrap();
+        let spring = stored.get("BK-0000").unwrap();
+        assert_eq!(spring.text("campaign_id"), Some("C-SPRING"));
+        assert_eq!(spring.text("match_status"), Some("matched"));
+        let summer = stored.get("BK-0001").unwrap();
+        assert_eq!(summer.text("campaign_id"), Some("C-SUMMER"));
+        assert_eq!(summer.text("match_status"), Some("probable"));
+    }
 
     // A second incremental run reads nothing new.
     let again = pipeline(&source, &sink, &state)
