@@ -1,9 +1,31 @@
-//! Google Sheets connector: Google Sheets API v4 values.
+//! Google Sheets connector: bookings read from a sheet (Sheets API v4) and
+//! delivery figures written back to it.
 //!
-//! This crate will hold the Google Sheets client (config, auth, typed wire calls),
-//! default field maps to and from the canonical schema of `crm-core`, the
-//! `Source` and `Sink` implementations, and a stateful simulator of the
-//! Google Sheets API behind the `sim` feature.
+//! The pieces, each usable on its own:
 //!
-//! It has no public items yet; see the workspace README for the roadmap.
+//! - [`config`]: seed 000's `sheet:` block ([`SheetsConfig`]).
+//! - [`a1`]: A1 notation (`'Sheet Name'!A2:I`) parsing and formatting.
+//! - [`serial`]: serial numbers (days since 1899-12-30) to dates and back.
+//! - [`cell`]: wire cells with exact numbers, and their conversion to
+//!   [`crm_core::Value`].
+//! - [`schema`]: header-row checks and stable column names.
+//! - [`rows`]: rows to records with per-row problems.
+//! - [`incremental`]: change detection by content digest per row key.
+//! - [`writeback`]: write-back planning by row key.
+//! - [`wire`]: serde types of the API's JSON.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod a1;
+pub mod cell;
+pub mod config;
+pub mod error;
+pub mod incremental;
+pub mod rows;
+pub mod schema;
+pub mod serial;
+pub mod wire;
+pub mod writeback;
+
+pub use config::{RateLimit, SheetId, SheetsConfig, SpreadsheetId, WriteBackColumns};
+pub use error::SheetsError;
