@@ -19,6 +19,7 @@
 pub mod conflict;
 pub mod connector;
 pub mod dedupe;
+pub mod env;
 pub mod error;
 pub mod mapping;
 pub mod matching;
