@@ -441,6 +441,147 @@ impl fmt::Debug for HttpClient {
     }
 }
 
+/// Whether a successful body is read into memory or handed over open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyMode {
+    Buffered,
+    Streamed,
+}
+
+/// What an exchange produced before classification.
+enum Body {
+    Read(Bytes),
+    Open(reqwest::Response),
+}
+
+/// A successful attempt.
+enum Received {
+    Buffered(HttpResponse),
+    Streamed(StreamingResponse),
+}
+
+impl Received {
+    fn set_attempts(&mut self, attempts: u32) {
+        match self {
+            Received::Buffered(r) => r.attempts = attempts,
+            Received::Streamed(r) => r.attempts = attempts,
+        }
+    }
+}
+
+enum StreamBody {
+    Open(reqwest::Response),
+    Read(Option<Bytes>),
+}
+
+/// A successful response whose body is read chunk by chunk; see
+/// [`HttpClient::send_streaming`].
+pub struct StreamingResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: StreamBody,
+    attempts: u32,
+    endpoint: &'static str,
+    idle_timeout: Duration,
+    provider: Arc<str>,
+    metrics: Arc<Metrics>,
+    _permit: crate::rate_limit::RatePermit,
+}
+
+impl fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamingResponse")
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingResponse {
+    fn from_buffered(
+        response: HttpResponse,
+        idle_timeout: Duration,
+        provider: Arc<str>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        StreamingResponse {
+            status: response.status,
+            headers: response.headers,
+            // Already counted in the metrics when it was read.
+            body: StreamBody::Read(Some(response.body)),
+            attempts: response.attempts,
+            endpoint: response.endpoint,
+            idle_timeout,
+            provider,
+            metrics,
+            _permit: crate::rate_limit::RatePermit::none(),
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// How many attempts the request took.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The next chunk of the body; `None` at the end.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Transient`] when the connection fails or no data arrives
+    /// within the idle timeout. The download is not resumed: start it again
+    /// (with a range or a page locator, where the provider has them).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled read loses no data already returned; the
+    /// next call continues where the stream is.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        let endpoint = self.endpoint;
+        let response = match &mut self.body {
+            StreamBody::Read(bytes) => return Ok(bytes.take().filter(|b| !b.is_empty())),
+            StreamBody::Open(response) => response,
+        };
+        let chunk = tokio::time::timeout(self.idle_timeout, response.chunk())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!("no data within {} ms", self.idle_timeout.as_millis()),
+                )
+                .with_operation(endpoint)
+            })?
+            .map_err(|e| transport_error(e, endpoint))?;
+        if let Some(bytes) = &chunk {
+            self.metrics
+                .record_bytes_received(&self.provider, endpoint, bytes.len() as u64);
+        }
+        Ok(chunk)
+    }
+
+    /// The body as a `Stream` of chunks (see [`chunk`](Self::chunk)).
+    pub fn into_stream(self) -> futures_util::stream::BoxStream<'static, Result<Bytes>> {
+        use futures_util::StreamExt;
+        futures_util::stream::unfold(Some(self), |state| async move {
+            let mut response = state?;
+            match response.chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(response))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+        .boxed()
+    }
+}
+
 /// How one attempt failed.
 enum AttemptError {
     /// A failure; `may_have_been_processed` is false when the provider
@@ -643,25 +784,72 @@ impl HttpClient {
         request: RequestBuilder,
         options: RequestOptions,
     ) -> Result<HttpResponse> {
-        let result = self.send_inner(request, &options).await;
-        match result {
-            Ok(response) => Ok(response),
-            Err(error) => {
-                self.inner.metrics.record_error(
-                    &self.inner.provider,
-                    options.endpoint,
-                    error.kind().as_str(),
-                );
-                Err(error.with_context(CTX_PROVIDER, &self.inner.provider))
-            }
+        match self.send_inner(request, &options, BodyMode::Buffered).await {
+            Ok(Received::Buffered(response)) => Ok(response),
+            Ok(Received::Streamed(_)) => Err(self.failed(
+                &options,
+                Error::new(
+                    ErrorKind::Permanent,
+                    "a streamed response reached the buffered path",
+                )
+                .with_operation(options.endpoint),
+            )),
+            Err(error) => Err(self.failed(&options, error)),
         }
+    }
+
+    /// Like [`send`](Self::send), but a successful response is handed over
+    /// as soon as its headers arrive, for downloads too large to hold in
+    /// memory (bulk exports, CSV results). Failed responses are read and
+    /// classified as usual, and retried by the same rules; the classifier
+    /// sees an empty body for a successful streamed response, so errors a
+    /// provider reports inside a 2xx body are not detected here.
+    ///
+    /// The attempt timeout covers the wait for the headers; each chunk read
+    /// then has the same limit as an idle timeout. The in-flight slot of the
+    /// rate limiter is held until the [`StreamingResponse`] is dropped.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    /// As [`send`](Self::send); dropping the returned response closes the
+    /// connection.
+    pub async fn send_streaming(
+        &self,
+        request: RequestBuilder,
+        options: RequestOptions,
+    ) -> Result<StreamingResponse> {
+        match self.send_inner(request, &options, BodyMode::Streamed).await {
+            Ok(Received::Streamed(response)) => Ok(response),
+            // A 2xx the client did not open as a stream cannot happen; a
+            // classifier may still call a non-2xx a success: hand it over
+            // read.
+            Ok(Received::Buffered(response)) => Ok(StreamingResponse::from_buffered(
+                response,
+                self.inner.timeout,
+                Arc::clone(&self.inner.provider),
+                Arc::clone(&self.inner.metrics),
+            )),
+            Err(error) => Err(self.failed(&options, error)),
+        }
+    }
+
+    fn failed(&self, options: &RequestOptions, error: Error) -> Error {
+        self.inner.metrics.record_error(
+            &self.inner.provider,
+            options.endpoint,
+            error.kind().as_str(),
+        );
+        error.with_context(CTX_PROVIDER, &self.inner.provider)
     }
 
     async fn send_inner(
         &self,
         request: RequestBuilder,
         options: &RequestOptions,
-    ) -> Result<HttpResponse> {
+        mode: BodyMode,
+    ) -> Result<Received> {
         let endpoint = options.endpoint;
         let request = request.build().map_err(|e| {
             Error::invalid_input("the request cannot be built")
@@ -690,10 +878,10 @@ impl HttpClient {
             };
             attempts += 1;
             sends += 1;
-            match self.attempt(this, endpoint, timeout, sends > 1).await {
-                Ok(mut response) => {
-                    response.attempts = attempts;
-                    return Ok(response);
+            match self.attempt(this, endpoint, timeout, sends > 1, mode).await {
+                Ok(mut received) => {
+                    received.set_attempts(attempts);
+                    return Ok(received);
                 }
                 Err(AttemptError::Rejected { error, generation }) => {
                     if reauthenticated || !replayable {
@@ -760,13 +948,14 @@ impl HttpClient {
         endpoint: &'static str,
         timeout: Duration,
         is_retry: bool,
-    ) -> std::result::Result<HttpResponse, AttemptError> {
+        mode: BodyMode,
+    ) -> std::result::Result<Received, AttemptError> {
         let inner = &self.inner;
         let not_sent = |error: Error| AttemptError::Failed {
             error: error.with_operation(endpoint),
             may_have_been_processed: false,
         };
-        let _permit = inner.limiter.acquire().await.map_err(not_sent)?;
+        let permit = inner.limiter.acquire().await.map_err(not_sent)?;
         let applied = inner
             .auth
             .apply(&mut request, &self.token_transport())
@@ -789,8 +978,11 @@ impl HttpClient {
                 .map_err(|e| transport_failure(e, endpoint))?;
             let status = response.status();
             let headers = response.headers().clone();
+            if mode == BodyMode::Streamed && status.is_success() {
+                return Ok::<_, AttemptError>((status, headers, Body::Open(response)));
+            }
             let body = read_body(response, inner.max_response_bytes, endpoint).await?;
-            Ok::<_, AttemptError>((status, headers, body))
+            Ok((status, headers, Body::Read(body)))
         };
         let outcome = tokio::time::timeout(timeout, exchange).await;
         let (status, headers, body) = match outcome {
@@ -815,6 +1007,10 @@ impl HttpClient {
             }
             Ok(Ok(parts)) => parts,
         };
+        let (body, open) = match body {
+            Body::Read(bytes) => (bytes, None),
+            Body::Open(response) => (Bytes::new(), Some(response)),
+        };
         inner.metrics.record_response(
             &inner.provider,
             endpoint,
@@ -836,12 +1032,25 @@ impl HttpClient {
             &secret_refs,
         );
         match inner.classifier.classify(&parts) {
-            Verdict::Success => Ok(HttpResponse {
-                status,
-                headers,
-                body,
-                attempts: 0,
-                endpoint,
+            Verdict::Success => Ok(match open {
+                Some(response) => Received::Streamed(StreamingResponse {
+                    status,
+                    headers,
+                    body: StreamBody::Open(response),
+                    attempts: 0,
+                    endpoint,
+                    idle_timeout: timeout,
+                    provider: Arc::clone(&inner.provider),
+                    metrics: Arc::clone(&inner.metrics),
+                    _permit: permit,
+                }),
+                None => Received::Buffered(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                    attempts: 0,
+                    endpoint,
+                }),
             }),
             Verdict::Failure(error) => {
                 let rate_limited = status == StatusCode::TOO_MANY_REQUESTS

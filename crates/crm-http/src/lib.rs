@@ -21,7 +21,7 @@
 //! - [`ResponseClassifier`]: the provider's mapping of responses to
 //!   [`crm_core::Error`], with error bodies scrubbed of credentials and cut
 //!   to 2 KiB.
-//! - [`paginate`]: a provider's "fetch the page for this token" becomes a
+//! - [`paginate()`]: a provider's "fetch the page for this token" becomes a
 //!   `Stream` of pages with bounded prefetch.
 //! - [`Metrics`]: the same metric names for every connector, readable
 //!   in-process (see the [`metrics`] module for the names).
@@ -61,6 +61,7 @@ pub mod paginate;
 pub mod rate_limit;
 pub mod redact;
 pub mod retry;
+mod serde_ms;
 
 pub use auth::{
     ApiKeyLocation, Auth, AuthorizationCodeFlow, AuthorizationRequest, ClientAuthMethod,
@@ -72,7 +73,7 @@ pub use classify::{
 };
 pub use client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpClient,
-    HttpClientBuilder, HttpResponse, RequestOptions,
+    HttpClientBuilder, HttpResponse, RequestOptions, StreamingResponse,
 };
 pub use metrics::{EndpointMetrics, Metrics, MetricsSnapshot};
 pub use paginate::{FetchedPage, PageFetcher, PaginateOptions, paginate};

@@ -277,6 +277,10 @@ impl Metrics {
         });
     }
 
+    pub(crate) fn record_bytes_received(&self, provider: &str, endpoint: &str, bytes: u64) {
+        self.with(provider, endpoint, |m| m.bytes_received += bytes);
+    }
+
     pub(crate) fn record_rate_limited(&self, provider: &str, endpoint: &str) {
         self.with(provider, endpoint, |m| m.rate_limited += 1);
     }

@@ -40,6 +40,7 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -55,13 +56,27 @@ pub const DEFAULT_QUOTA_BACKOFF: Duration = Duration::from_secs(3600);
 /// may go at once after an idle period. The jitter allowance (default 5 % of
 /// the interval) keeps network delay variations from pushing one request
 /// too many into the provider's window.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It reads from configuration files with durations in milliseconds
+/// (`requests: 0` means no fixed limit):
+///
+/// ```
+/// let config: crm_http::RateLimitConfig = serde_json::from_str(
+///     r#"{"requests": 100, "interval_ms": 10000, "daily_quota": 250000}"#,
+/// ).unwrap();
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     requests: u32,
+    #[serde(rename = "interval_ms", with = "crate::serde_ms")]
     interval: Duration,
     burst: u32,
+    #[serde(rename = "jitter_allowance_ms", with = "crate::serde_ms::option")]
     jitter_allowance: Option<Duration>,
     daily_quota: Option<u64>,
+    #[serde(rename = "quota_period_ms", with = "crate::serde_ms")]
     quota_period: Duration,
     max_in_flight: Option<usize>,
     adaptive: bool,
@@ -157,7 +172,7 @@ impl RateLimitConfig {
             return None;
         }
         let allowance = self.jitter_allowance.unwrap_or(self.interval / 20);
-        let slots = self.requests - self.burst.min(self.requests) + 1;
+        let slots = self.requests - self.burst.clamp(1, self.requests) + 1;
         Some((self.interval + allowance) / slots)
     }
 
@@ -416,6 +431,13 @@ pub struct RatePermit {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+impl RatePermit {
+    /// A permit that holds no slot.
+    pub(crate) fn none() -> Self {
+        RatePermit { _slot: None }
+    }
+}
+
 impl RateLimiter {
     /// A limiter for `config`.
     ///
@@ -624,6 +646,33 @@ mod tests {
             Some(Duration::from_nanos(10_500_000_000 / 91))
         );
         assert_eq!(RateLimitConfig::unlimited().emission_interval(), None);
+    }
+
+    #[test]
+    fn config_reads_from_files() {
+        let c: RateLimitConfig = serde_json::from_str(
+            r#"{"requests": 100, "interval_ms": 10000, "burst": 10, "daily_quota": 250000, "max_in_flight": 10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            RateLimitConfig::new(100, Duration::from_secs(10))
+                .burst(10)
+                .daily_quota(250_000)
+                .max_in_flight(10)
+        );
+        let back: RateLimitConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(
+            serde_json::from_str::<RateLimitConfig>("{}").unwrap(),
+            RateLimitConfig::unlimited()
+        );
+        assert!(serde_json::from_str::<RateLimitConfig>(r#"{"interval": 5}"#).is_err());
+        // A zero burst from a file behaves as 1.
+        let c: RateLimitConfig =
+            serde_json::from_str(r#"{"requests": 10, "interval_ms": 1000, "burst": 0}"#).unwrap();
+        assert_eq!(c.emission_interval(), Some(Duration::from_millis(105)));
     }
 
     #[test]

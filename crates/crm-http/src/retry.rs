@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use crm_core::{Error, Result};
 use reqwest::header::HeaderValue;
+use serde::{Deserialize, Serialize};
 
 /// How often and for how long a request is retried.
 ///
@@ -31,11 +32,23 @@ use reqwest::header::HeaderValue;
 ///     .initial_backoff(Duration::from_millis(200));
 /// assert!(policy.backoff_ceiling(3) <= Duration::from_millis(800));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It reads from configuration files with durations in milliseconds:
+///
+/// ```
+/// let policy: crm_http::RetryPolicy =
+///     serde_json::from_str(r#"{"max_attempts": 8, "max_elapsed_ms": 300000}"#).unwrap();
+/// assert_eq!(policy.attempts_limit(), 8);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     max_attempts: u32,
+    #[serde(rename = "max_elapsed_ms", with = "crate::serde_ms")]
     max_elapsed: Duration,
+    #[serde(rename = "initial_backoff_ms", with = "crate::serde_ms")]
     initial_backoff: Duration,
+    #[serde(rename = "max_backoff_ms", with = "crate::serde_ms")]
     max_backoff: Duration,
     jitter: bool,
 }
@@ -98,7 +111,7 @@ impl RetryPolicy {
 
     /// The configured attempt limit.
     pub fn attempts_limit(&self) -> u32 {
-        self.max_attempts
+        self.max_attempts.max(1)
     }
 
     /// The configured time budget.
@@ -239,6 +252,22 @@ mod tests {
             p.clone().jitter(false).backoff(3),
             Duration::from_millis(400)
         );
+    }
+
+    #[test]
+    fn policy_reads_from_files() {
+        let p: RetryPolicy = serde_json::from_str(
+            r#"{"max_attempts": 3, "initial_backoff_ms": 100, "max_backoff_ms": 2000, "jitter": false}"#,
+        )
+        .unwrap();
+        assert_eq!(p.attempts_limit(), 3);
+        assert_eq!(p.backoff(2), Duration::from_millis(200));
+        assert_eq!(p.elapsed_limit(), RetryPolicy::default().elapsed_limit());
+        let back: RetryPolicy = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert!(serde_json::from_str::<RetryPolicy>(r#"{"retries": 3}"#).is_err());
+        let zero: RetryPolicy = serde_json::from_str(r#"{"max_attempts": 0}"#).unwrap();
+        assert_eq!(zero.attempts_limit(), 1);
     }
 
     #[test]

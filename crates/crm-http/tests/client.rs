@@ -668,3 +668,82 @@ async fn shared_metrics_registry_sees_every_client() {
     assert_eq!(snap.endpoint("hubspot", "x").unwrap().requests, 1);
     assert_eq!(snap.endpoint("pipedrive", "x").unwrap().requests, 1);
 }
+
+#[tokio::test]
+async fn large_downloads_stream_past_the_memory_limit() {
+    let big = vec![b'x'; 3 * 1024 * 1024];
+    let server = TestServer::start(script(vec![
+        Reply::status(503),
+        Reply::status(200)
+            .header("content-type", "text/csv")
+            .body(big.clone()),
+    ]))
+    .await;
+    let client = HttpClient::builder("marketo")
+        .base_url(server.base())
+        .retry(quick_retries())
+        .max_response_bytes(1024 * 1024)
+        .build()
+        .unwrap();
+    // Buffered: refused, not retried (the body would be just as large).
+    let err = client
+        .send(
+            client.request(Method::GET, client.url("/export/file").unwrap()),
+            RequestOptions::new("export.file"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Permanent);
+    assert_eq!(server.count("/export/file"), 2);
+
+    // Streamed: the 503 is retried, then the body arrives chunk by chunk.
+    let server = TestServer::start(script(vec![
+        Reply::status(503),
+        Reply::status(200)
+            .header("content-type", "text/csv")
+            .body(big.clone()),
+    ]))
+    .await;
+    let client = client.with_base_url(server.base().parse().unwrap());
+    client.metrics().reset();
+    let mut response = client
+        .send_streaming(
+            client.request(Method::GET, client.url("/export/file").unwrap()),
+            RequestOptions::new("export.file"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.attempts(), 2);
+    assert_eq!(response.headers()["content-type"], "text/csv");
+    let mut total = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        total += chunk.len();
+    }
+    assert_eq!(total, big.len());
+    let m = client.metrics().snapshot();
+    assert_eq!(
+        m.endpoint("marketo", "export.file").unwrap().bytes_received,
+        big.len() as u64
+    );
+
+    // The same through the Stream adapter.
+    let server = TestServer::start(script(vec![
+        Reply::status(200).body(b"a,b\n1,2\n".to_vec()),
+    ]))
+    .await;
+    let client = client.with_base_url(server.base().parse().unwrap());
+    let stream = client
+        .send_streaming(
+            client.request(Method::GET, client.url("/f").unwrap()),
+            RequestOptions::new("f"),
+        )
+        .await
+        .unwrap()
+        .into_stream();
+    let chunks: Vec<_> = stream.collect().await;
+    let body: Vec<u8> = chunks
+        .into_iter()
+        .flat_map(|c| c.unwrap().to_vec())
+        .collect();
+    assert_eq!(body, b"a,b\n1,2\n");
+}
