@@ -165,7 +165,7 @@ impl Threshold {
     /// Only identical inputs pass.
     pub const ONE: Threshold = Threshold { num: 1, den: 1 };
 
-    /// `num / den`.
+    /// `num / den` (kept reduced, so equal thresholds compare equal).
     ///
     /// # Errors
     /// A message when `den` is zero or the fraction is above 1.
@@ -178,7 +178,12 @@ impl Threshold {
                 "threshold {num}/{den} is above 1 (thresholds are in [0, 1], e.g. 0.85)"
             ));
         }
-        Ok(Threshold { num, den })
+        let g = gcd(u128::from(num), u128::from(den)) as u64;
+        let g = g.max(1);
+        Ok(Threshold {
+            num: num / g,
+            den: den / g,
+        })
     }
 
     /// The threshold for a percentage cut-off such as rapidfuzz's
@@ -219,7 +224,7 @@ impl Threshold {
 impl Default for Threshold {
     /// 0.85, seed 000's `crm.matching.fuzzy_threshold`.
     fn default() -> Self {
-        Threshold { num: 85, den: 100 }
+        Threshold { num: 17, den: 20 }
     }
 }
 
@@ -254,8 +259,7 @@ impl std::str::FromStr for Threshold {
             .checked_mul(den)
             .and_then(|v| v.checked_add(f))
             .ok_or_else(bad)?;
-        let g = gcd(u128::from(num), u128::from(den)) as u64;
-        Threshold::from_fraction(num / g.max(1), den / g.max(1))
+        Threshold::from_fraction(num, den)
     }
 }
 
