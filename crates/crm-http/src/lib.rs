@@ -50,6 +50,31 @@
 //! assert!(snapshot.endpoint("pipedrive", "deals.list").is_some());
 //! # let _ = deals; Ok(()) }
 //! ```
+//!
+//! # Design notes
+//!
+//! - **Token requests are sent by this crate**, over the client's own
+//!   reqwest client, rather than through the `oauth2` crate's HTTP
+//!   integration. One code path then gives token requests the client's root
+//!   certificates (simulators with self-signed certificates), timeouts,
+//!   metrics (endpoint `oauth.token`) and error scrubbing; it keeps the
+//!   provider's extra response fields (Salesforce's `instance_url`), which
+//!   `oauth2`'s typed responses drop unless declared per provider; and it
+//!   serves Marketo's `GET` identity endpoint. `oauth2` builds the
+//!   authorization URL, the PKCE challenge and the CSRF state
+//!   ([`AuthorizationCodeFlow::authorize_url`]).
+//! - **Backoff is written here** (see [`retry`]): the `backoff` crate is
+//!   unmaintained (RUSTSEC-2025-0012), and the retry decision needs the
+//!   provider's `Retry-After`, the request's idempotency and
+//!   [`Error::is_retryable`](crm_core::Error::is_retryable), which the
+//!   maintained closure-retrying crates do not see. The arithmetic is a few
+//!   lines, covered by property tests.
+//! - **The fixed rate limit runs on tokio's clock** (a `governor` clock over
+//!   `tokio::time::Instant`), so tests with paused time see it too.
+//! - **Large downloads** use [`HttpClient::send_streaming`]; everything
+//!   else is read into memory up to
+//!   [`HttpClientBuilder::max_response_bytes`] and handed to the provider's
+//!   classifier whole.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
