@@ -1,0 +1,48 @@
+//! The crm-sql behaviour suite: one generic suite, instantiated for
+//! PostgreSQL, MySQL/MariaDB and SQLite. See `sql/harness.rs` for where the
+//! databases come from.
+
+// Test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+
+mod harness;
+mod state;
+mod suite;
+
+macro_rules! backend {
+    ($module:ident, $kind:expr, [$($suite:ident::$test:ident),+ $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::harness::run($kind, crate::$suite::$test).await;
+                }
+            )+
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($suite:ident::$test:ident),+ $(,)?) => {
+        backend!(postgres, crm_sql::DatabaseKind::Postgres, [$($suite::$test),+]);
+        backend!(mysql, crm_sql::DatabaseKind::MySql, [$($suite::$test),+]);
+        backend!(sqlite, crm_sql::DatabaseKind::Sqlite, [$($suite::$test),+]);
+    };
+}
+
+all_backends!(
+    suite::incremental_read_ties_across_pages,
+    suite::lookback_catches_late_commits,
+    suite::upsert_is_idempotent,
+    suite::decimals_round_trip,
+    suite::bad_values_rejected_individually,
+    suite::sql_injection_is_inert,
+    suite::nul_bytes_do_not_sink_a_batch,
+    suite::configured_query_with_params,
+    suite::describe_and_check,
+    suite::password_never_in_errors,
+    state::migrations_are_idempotent,
+    state::credentials_round_trip_and_wrong_key,
+    state::checkpoint_commits_with_its_page,
+    state::every_table_has_a_working_api,
+);
