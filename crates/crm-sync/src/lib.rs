@@ -7,9 +7,11 @@
 //! - [`state`]: what the pipeline keeps durable (checkpoints, dead letters,
 //!   the review queue), with an in-memory implementation.
 //! - [`report`]: the numbers of a run.
+//! - [`cli`]: the `crm-sync` command line.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod pipeline;
 pub mod report;
 pub mod state;
