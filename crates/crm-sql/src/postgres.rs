@@ -580,6 +580,8 @@ async fn copy_upsert(
         q = q.bind(synced_at);
     }
     let out = q.fetch_all(&mut *conn).await?;
+    // Another group or round of the same batch may stage other columns.
+    conn.execute("DROP TABLE crm_stage").await?;
     out.iter()
         .map(|r| decode_row(r, None).map_err(DbError::from))
         .collect()

@@ -3,9 +3,15 @@
 //! databases come from.
 
 // Test code: failing loudly is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod harness;
+mod specific;
 mod state;
 mod suite;
 
@@ -45,4 +51,7 @@ all_backends!(
     state::credentials_round_trip_and_wrong_key,
     state::checkpoint_commits_with_its_page,
     state::every_table_has_a_working_api,
+    suite::bulk_batches_behave_like_small_ones,
+    suite::create_update_delete,
+    suite::boundary_state_stays_small,
 );

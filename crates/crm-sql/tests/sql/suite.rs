@@ -564,3 +564,130 @@ pub(crate) async fn password_never_in_errors(db: TestDb) {
         "{err}"
     );
 }
+
+/// Large batches (the PostgreSQL `COPY` path) behave like small ones:
+/// created, then unchanged, duplicates and bad records handled per record.
+pub(crate) async fn bulk_batches_behave_like_small_ones(db: TestDb) {
+    let conn = SqlConnector::connect(&db.config().copy_threshold(10).build().unwrap())
+        .await
+        .unwrap();
+    conn.create_table(&booking_schema()).await.unwrap();
+    let mut batch: Vec<Record> = (0..200).map(|i| booking(i, t(i as i64))).collect();
+    batch.push(booking(7, t(500)).with("campaign_name", "renamed"));
+    batch.push(booking(300, t(0)).with("budget", "n/a"));
+    let out = conn
+        .write("booking", WriteBatch::upsert("booking_id", batch.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, WriteOutcome::Created(_)))
+            .count(),
+        200
+    );
+    assert!(
+        matches!(out[200], WriteOutcome::Updated(_)),
+        "{:?}",
+        out[200]
+    );
+    assert!(matches!(
+        out[201],
+        WriteOutcome::Rejected { index: 201, .. }
+    ));
+    let again = conn
+        .write(
+            "booking",
+            WriteBatch::upsert("booking_id", batch[..200].to_vec()),
+        )
+        .await
+        .unwrap();
+    // Row 7 goes back to its first version: updated; the rest unchanged.
+    assert!(matches!(again[7], WriteOutcome::Updated(_)));
+    assert_eq!(
+        again
+            .iter()
+            .filter(|o| matches!(o, WriteOutcome::Unchanged(_)))
+            .count(),
+        199
+    );
+    let (rows, _, _) = read_all(&conn, "booking", None, 1000).await;
+    assert_eq!(rows.len(), 200);
+    conn.close().await;
+}
+
+/// Create, update and delete by primary key.
+pub(crate) async fn create_update_delete(db: TestDb) {
+    use crm_core::WriteOp;
+    let conn = setup(&db).await;
+    let out = conn
+        .write(
+            "client",
+            WriteBatch::new(WriteOp::Create, vec![client(1), client(2), client(1)]),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = out.iter().map(WriteOutcome::as_str).collect();
+    assert_eq!(names, ["created", "created", "rejected"]);
+    let out = conn
+        .write(
+            "client",
+            WriteBatch::new(
+                WriteOp::Update,
+                vec![client(1).with("tier", "enterprise"), client(9)],
+            ),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = out.iter().map(WriteOutcome::as_str).collect();
+    assert_eq!(names, ["updated", "rejected"]);
+    let out = conn
+        .write(
+            "client",
+            WriteBatch::new(
+                WriteOp::Delete,
+                vec![
+                    Record::new().with_id("CL-002"),
+                    Record::new().with_id("CL-404"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = out.iter().map(WriteOutcome::as_str).collect();
+    assert_eq!(names, ["deleted", "rejected"]);
+    let (rows, _, _) = read_all(&conn, "client", None, 10).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].text("tier"), Some("enterprise"));
+    conn.close().await;
+}
+
+/// Thousands of rows on one timestamp: correct reads with a cursor that
+/// stays small (the lookback window gives way).
+pub(crate) async fn boundary_state_stays_small(db: TestDb) {
+    let conn = SqlConnector::connect(&db.config().lookback_max_keys(100).build().unwrap())
+        .await
+        .unwrap();
+    conn.create_table(&booking_schema()).await.unwrap();
+    write_ok(
+        &conn,
+        "booking",
+        "booking_id",
+        (0..3000).map(|i| booking(i, t(5))).collect(),
+    )
+    .await;
+    let (rows, cursor, _) = read_all(&conn, "booking", None, 700).await;
+    assert_eq!(rows.len(), 3000);
+    assert_distinct(&ids(&rows));
+    let size = cursor.as_ref().unwrap().as_json().to_string().len();
+    assert!(size < 10_000, "cursor is {size} bytes");
+    write_ok(
+        &conn,
+        "booking",
+        "booking_id",
+        vec![booking(3000, t(5)), booking(3001, t(6))],
+    )
+    .await;
+    let (rows, _, _) = read_all(&conn, "booking", cursor, 700).await;
+    assert_eq!(ids(&rows), ["BK-0003000", "BK-0003001"]);
+    conn.close().await;
+}
