@@ -1,9 +1,12 @@
-//! Salesforce connector: Salesforce REST, Bulk API 2.0 and sObject Collections.
-//!
-//! This crate will hold the Salesforce client (config, auth, typed wire calls),
-//! default field maps to and from the canonical schema of `crm-core`, the
-//! `Source` and `Sink` implementations, and a stateful simulator of the
-//! Salesforce API behind the `sim` feature.
-//!
-//! It has no public items yet; see the workspace README for the roadmap.
+#![doc = include_str!("docs.md")]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod csv;
+pub mod error;
+pub mod soql;
+pub mod wire;
+
+pub use config::{ApiVersion, Credentials, LoginHost, SalesforceConfig, SalesforceConfigBuilder};
+pub use error::{ErrorCode, SalesforceClassifier, SalesforceError};
