@@ -24,6 +24,8 @@
 //!   (a CA and server certificate made at start, PEM written to a file).
 //! - [`Simulator`]: the trait a provider implements; [`generic`] is a small
 //!   complete one and the reference for provider simulators.
+//! - [`conformance`]: the behaviour suite every connector runs against its
+//!   simulator, written once against crm-core's `Source` and `Sink`.
 //!
 //! ```
 //! use crm_sim::{SimServer, generic::{GenericConfig, GenericSimulator}};
@@ -46,6 +48,7 @@
 pub mod auth;
 mod b64;
 pub mod clock;
+pub mod conformance;
 pub mod fault;
 pub mod form;
 pub mod generic;

@@ -2,7 +2,7 @@
 //! the framework hands it: store, clock, credentials, request log, fault plan.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -99,6 +99,7 @@ pub struct SimContext {
     auth: AuthState,
     form: Arc<dyn ResponseForm>,
     webhooks: WebhookSender,
+    limiters: Arc<Mutex<Vec<RateLimiter>>>,
 }
 
 impl fmt::Debug for SimContext {
@@ -134,6 +135,7 @@ impl SimContext {
             faults,
             auth: AuthState::new(seed),
             form,
+            limiters: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -203,9 +205,33 @@ impl SimContext {
         AuthGuard::new(self.auth.clone(), methods, self.form.clone())
     }
 
-    /// A rate limiter with `windows`, answering in this context's form.
-    /// Use as `router.layer(axum::middleware::from_fn_with_state(limiter, RateLimiter::middleware))`.
+    /// A rate limiter with `windows`, answering in this context's form, and
+    /// registered so [`SimContext::rate_limiters`] and
+    /// [`SimContext::reset_rate_limits`] reach it. Use as
+    /// `router.layer(axum::middleware::from_fn_with_state(limiter, RateLimiter::middleware))`.
     pub fn rate_limiter(&self, windows: Vec<Window>) -> RateLimiter {
-        RateLimiter::with_form(windows, self.form.clone())
+        let limiter = RateLimiter::with_form(windows, self.form.clone());
+        self.lock_limiters().push(limiter.clone());
+        limiter
+    }
+
+    fn lock_limiters(&self) -> std::sync::MutexGuard<'_, Vec<RateLimiter>> {
+        // The list is only pushed to; a poisoned lock still holds it whole.
+        self.limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rate limiters made through [`SimContext::rate_limiter`].
+    pub fn rate_limiters(&self) -> Vec<RateLimiter> {
+        self.lock_limiters().clone()
+    }
+
+    /// Forgets every registered limiter's counts (between test cases, or to
+    /// simulate a new day).
+    pub fn reset_rate_limits(&self) {
+        for limiter in self.lock_limiters().iter() {
+            limiter.reset();
+        }
     }
 }
