@@ -1,5 +1,52 @@
 //! The [`Simulator`] trait each provider implements, and the [`SimContext`]
 //! the framework hands it: store, clock, credentials, request log, fault plan.
+//!
+//! A provider crate's `sim/` module typically: implements [`ResponseForm`]
+//! with the provider's own error bodies and rate-limit headers; registers
+//! its OAuth client, refresh token or API key in [`Simulator::setup`];
+//! builds its wire routes in [`Simulator::router`] over
+//! [`SimContext::store`], behind [`SimContext::auth_guard`] and
+//! [`SimContext::rate_limiter`]; and, in batch handlers, asks
+//! [`crate::RecordFaults`] (a request extension) which records the fault plan
+//! rejects. [`crate::generic`] is a complete example.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Json, Router, extract::State, middleware::from_fn_with_state, routing::get};
+//! use crm_sim::auth::{AuthGuard, AuthMethod};
+//! use crm_sim::store::{ChangeQuery, Deleted};
+//! use crm_sim::{RateLimiter, SimContext, SimServer, Simulator, Window};
+//!
+//! struct Tiny;
+//!
+//! impl Simulator for Tiny {
+//!     fn provider(&self) -> &'static str { "tiny" }
+//!     fn setup(&self, ctx: &SimContext) {
+//!         ctx.auth().add_static_token("pat-123");
+//!     }
+//!     fn router(&self, ctx: &SimContext) -> Router {
+//!         let guard = ctx.auth_guard(vec![AuthMethod::Bearer]);
+//!         let limiter = ctx.rate_limiter(vec![Window::sliding("ten_secondly", 100, Duration::from_secs(10))]);
+//!         Router::new()
+//!             .route("/v1/deals", get(|State(ctx): State<SimContext>| async move {
+//!                 let page = ctx.store().changes("deals", &ChangeQuery::new().limit(100));
+//!                 Json(page.records.iter().map(|r| r.id.to_string()).collect::<Vec<_>>())
+//!             }))
+//!             .with_state(ctx.clone())
+//!             .layer(from_fn_with_state(guard, AuthGuard::middleware))
+//!             .layer(from_fn_with_state(limiter, RateLimiter::middleware))
+//!     }
+//!     fn credentials(&self, _ctx: &SimContext) -> serde_json::Value {
+//!         serde_json::json!({"api_token": "pat-123"})
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), crm_sim::SimError> {
+//! let sim = SimServer::new(Tiny).start().await?;
+//! assert_eq!(sim.credentials()["api_token"], "pat-123");
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

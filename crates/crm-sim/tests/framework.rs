@@ -454,8 +454,8 @@ async fn the_standalone_server_prints_its_ready_line() {
     std::fs::create_dir_all(&dir).unwrap();
     let plan = dir.join("plan.yaml");
     std::fs::write(&plan, "seed: 1\nrules: []\n").unwrap();
-    let data = dir.join("data.json");
-    std::fs::write(&data, r#"{"deals": [{"id": "d-1", "name": "Big"}]}"#).unwrap();
+    let data = dir.join("deals.csv");
+    std::fs::write(&data, "id,name\nd-1,\"Big\"\nd-2,Small\n").unwrap();
     let cert = dir.join("ca.pem");
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_crm-sim-server"))
@@ -539,4 +539,24 @@ async fn demo_data_is_reproducible_per_seed() {
     };
     assert_eq!(emails(11).await, emails(11).await);
     assert_ne!(emails(11).await, emails(12).await);
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_listener_and_open_connections() {
+    let sim = start(GenericConfig::default()).await;
+    let url = sim.url("/objects/contacts");
+    let c = client();
+    // A pooled keep-alive connection exists before the shutdown.
+    let ok = c
+        .get(&url)
+        .header("x-api-key", "sim-api-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let addr = sim.addr();
+    sim.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let err = c.get(&url).header("x-api-key", "sim-api-key").send().await;
+    assert!(err.is_err(), "{err:?}");
 }

@@ -6,7 +6,9 @@
 //!                [--page-size N] [--batch-max N] [--rate-limit N]
 //! ```
 //!
-//! When ready it prints one JSON line on stdout:
+//! `--data` takes JSON or YAML (`{"contacts": [{...}]}`) or a CSV file whose
+//! stem names the object (`contacts.csv`). When ready it prints one JSON
+//! line on stdout:
 //! `{"provider", "base_url", "ca_cert", "credentials": {...}}`.
 
 use std::net::SocketAddr;
@@ -85,9 +87,28 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     Ok(Some(args))
 }
 
+/// Reads `--data FILE`: JSON or YAML mapping object types to arrays of
+/// records, or CSV records of the object named by the file stem
+/// (`contacts.csv` loads `contacts`).
 fn load_data(path: &PathBuf) -> Result<serde_json::Value, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        let object = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| format!("{}: cannot name an object after this file", path.display()))?;
+        let records = crm_sim::store::csv_records(&text)
+            .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+        let records: Vec<serde_json::Value> =
+            records.into_iter().map(serde_json::Value::Object).collect();
+        let mut data = serde_json::Map::new();
+        data.insert(object.to_owned(), serde_json::Value::Array(records));
+        return Ok(serde_json::Value::Object(data));
+    }
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
