@@ -17,15 +17,23 @@
 #![deny(missing_docs)]
 
 pub mod a1;
+pub mod auth;
 pub mod cell;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod incremental;
+pub mod mapping;
 pub mod rows;
 pub mod schema;
 pub mod serial;
+mod sink;
+pub mod source;
 pub mod wire;
 pub mod writeback;
 
+pub use auth::GoogleCredentials;
+pub use client::{ClientOptions, SheetsClient};
 pub use config::{RateLimit, SheetId, SheetsConfig, SpreadsheetId, WriteBackColumns};
 pub use error::SheetsError;
+pub use source::{ResolvedSheet, SheetsConnector};

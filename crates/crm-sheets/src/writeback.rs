@@ -133,7 +133,7 @@ pub struct PlanContext<'a> {
     /// The write-back settings.
     pub write_back: &'a WriteBackColumns,
     /// Column types, for comparing current values (field -> type).
-    pub types: &'a dyn Fn(&str) -> ColumnType,
+    pub types: &'a (dyn Fn(&str) -> ColumnType + Sync),
     /// Current grid size `(rows, columns)`, to refuse appends past the
     /// spreadsheet's cell limit.
     pub grid: Option<(u64, u64)>,
