@@ -35,9 +35,17 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use crm_core::{
+    Change, Connector, Cursor, Error, ObjectSchema, Page, ReadRequest, RecordId, Result, Source,
+};
+use futures_core::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Filter, FilterGroup, HsObject, Operator, SearchRequest, Sort};
+use crate::HubSpot;
+use crate::client::MAX_LIST_LIMIT;
+use crate::error::HubSpotError;
+use crate::mapping::{record_from_object, time_property};
+use crate::wire::{Filter, FilterGroup, HsObject, Operator, Paging, SearchRequest, Sort};
 
 /// Most ids the recent map of a cursor keeps.
 pub const RECENT_CAP: usize = 2_000;
@@ -287,6 +295,406 @@ impl UpsertScan {
             },
         };
         out
+    }
+}
+
+/// What a HubSpot cursor holds (serialised into [`crm_core::Cursor`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorState {
+    /// Format version.
+    pub v: u32,
+    /// The object read.
+    pub object: String,
+    /// Where the read is.
+    pub phase: Phase,
+}
+
+/// The phase of a read a cursor is in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// A full read in progress: continue the list after `after`; `upserts`
+    /// collects what the next incremental run starts from.
+    Full {
+        /// The list token of the next page.
+        after: Option<String>,
+        /// Modification times read so far.
+        upserts: Window,
+        /// Where deletes start.
+        deletes: Window,
+    },
+    /// Between (or within) incremental runs.
+    Incremental {
+        /// Upserts: by modification time.
+        upserts: Window,
+        /// Deletes: by archive time.
+        deletes: Window,
+    },
+}
+
+const CURSOR_VERSION: u32 = 1;
+
+impl CursorState {
+    fn cursor(&self) -> Result<Cursor> {
+        Cursor::from_state(self)
+    }
+}
+
+enum Step {
+    Start,
+    Full {
+        after: Option<String>,
+        upserts: Window,
+        deletes: Window,
+    },
+    Upserts {
+        scan: Box<UpsertScan>,
+        deletes: Window,
+    },
+    Deletes {
+        upserts: Window,
+        deletes: Window,
+        start_floor: i64,
+        after: Option<String>,
+        max_seen: i64,
+    },
+    Finished,
+}
+
+struct ReadState<'a> {
+    hs: &'a HubSpot,
+    object: String,
+    since: Option<CursorState>,
+    requested: Vec<String>,
+    properties: Vec<String>,
+    schema: Option<ObjectSchema>,
+    page_size: u32,
+    step: Step,
+}
+
+impl HubSpot {
+    fn lookback_ms(&self) -> i64 {
+        i64::try_from(self.config.search_lookback().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The highest modification time currently searchable: one search for
+    /// the newest record (the full read's starting point for the next
+    /// incremental run, in the server's own clock).
+    async fn newest_change(&self, object: &str) -> Result<Option<i64>> {
+        let tp = time_property(object);
+        let req = SearchRequest {
+            filter_groups: Vec::new(),
+            sorts: vec![Sort::descending(tp)],
+            query: None,
+            properties: vec![tp.to_owned()],
+            limit: Some(1),
+            after: None,
+        };
+        let res = self.client.objects(object).search(req).send().await?;
+        Ok(res.results.first().and_then(|o| change_time(o, tp)))
+    }
+
+    async fn list_page(
+        &self,
+        object: &str,
+        after: Option<String>,
+        properties: &[String],
+        page_size: u32,
+        archived: bool,
+    ) -> Result<(Vec<HsObject>, Option<String>)> {
+        let objects = self.client.objects(object);
+        let wide = !archived && !self.client.fits_in_query(properties);
+        let query_props = if archived || wide {
+            // Long lists go in a batch-read body instead (no 414 URI Too Long).
+            vec!["hs_object_id".to_owned()]
+        } else {
+            properties.to_vec()
+        };
+        let page = objects
+            .list()
+            .limit(page_size)
+            .after(after)
+            .properties(query_props)
+            .archived(archived)
+            .send()
+            .await?;
+        let next = Paging::next_after(&page.paging).map(str::to_owned);
+        if !wide || page.results.is_empty() {
+            return Ok((page.results, next));
+        }
+        let ids: Vec<String> = page.results.iter().map(|o| o.id.to_string()).collect();
+        let read = objects.batch_read(&ids, properties, None).await?;
+        // Keep list order; records archived in between drop out.
+        let mut by_id: std::collections::HashMap<String, HsObject> = read
+            .results
+            .into_iter()
+            .map(|o| (o.id.to_string(), o))
+            .collect();
+        let results = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+        Ok((results, next))
+    }
+}
+
+impl ReadState<'_> {
+    fn to_changes(&self, hits: &[HsObject]) -> Vec<Change> {
+        hits.iter()
+            .map(|o| Change::Upsert(record_from_object(o, self.schema.as_ref())))
+            .collect()
+    }
+
+    fn state(&self, phase: Phase) -> CursorState {
+        CursorState {
+            v: CURSOR_VERSION,
+            object: self.object.clone(),
+            phase,
+        }
+    }
+
+    /// Runs until a page is ready (or the read ends).
+    async fn next_page(&mut self) -> Result<Option<Page>> {
+        let lookback = self.hs.lookback_ms();
+        loop {
+            match std::mem::replace(&mut self.step, Step::Finished) {
+                Step::Finished => return Ok(None),
+                Step::Start => {
+                    // Rediscover the properties each run (schema drift).
+                    let schema = self.hs.describe(&self.object).await?;
+                    let tp = time_property(&self.object).to_owned();
+                    self.properties = if self.requested.is_empty() {
+                        schema.fields.iter().map(|f| f.name.clone()).collect()
+                    } else {
+                        self.requested.clone()
+                    };
+                    if !self.properties.contains(&tp) {
+                        self.properties.push(tp);
+                    }
+                    self.schema = Some(schema);
+                    self.step = match self.since.take().map(|s| s.phase) {
+                        None => {
+                            let start = self.hs.newest_change(&self.object).await?.unwrap_or(0);
+                            Step::Full {
+                                after: None,
+                                upserts: Window::at(start),
+                                deletes: Window::at(start),
+                            }
+                        }
+                        Some(Phase::Full {
+                            after,
+                            upserts,
+                            deletes,
+                        }) => Step::Full {
+                            after,
+                            upserts,
+                            deletes,
+                        },
+                        Some(Phase::Incremental { upserts, deletes }) => Step::Upserts {
+                            scan: Box::new(UpsertScan::new(
+                                upserts,
+                                lookback,
+                                time_property(&self.object),
+                                self.hs.config.search_page_size(),
+                            )),
+                            deletes,
+                        },
+                    };
+                }
+                Step::Full {
+                    after,
+                    mut upserts,
+                    deletes,
+                } => {
+                    let (hits, next) = self
+                        .hs
+                        .list_page(&self.object, after, &self.properties, self.page_size, false)
+                        .await?;
+                    let tp = time_property(&self.object);
+                    let floor = upserts.hwm.saturating_sub(lookback);
+                    for h in &hits {
+                        if let Some(at) = change_time(h, tp).filter(|at| *at >= floor) {
+                            // Remember without raising the start point: the
+                            // next run starts from the newest change seen
+                            // before this read began.
+                            upserts.recent.insert(h.id.to_string(), at);
+                        }
+                    }
+                    upserts.prune(lookback);
+                    let changes = self.to_changes(&hits);
+                    let phase = match &next {
+                        Some(_) => Phase::Full {
+                            after: next.clone(),
+                            upserts: upserts.clone(),
+                            deletes: deletes.clone(),
+                        },
+                        None => Phase::Incremental {
+                            upserts: upserts.clone(),
+                            deletes: deletes.clone(),
+                        },
+                    };
+                    let cursor = self.state(phase).cursor()?;
+                    self.step = match next {
+                        Some(_) => Step::Full {
+                            after: next,
+                            upserts,
+                            deletes,
+                        },
+                        None => Step::Finished,
+                    };
+                    return Ok(Some(Page { changes, cursor }));
+                }
+                Step::Upserts { mut scan, deletes } => {
+                    let Some(req) = scan.next_request(&self.properties) else {
+                        let upserts = scan.window();
+                        let start_floor = deletes.hwm.saturating_sub(lookback);
+                        self.step = Step::Deletes {
+                            upserts,
+                            max_seen: deletes.hwm,
+                            deletes,
+                            start_floor,
+                            after: None,
+                        };
+                        continue;
+                    };
+                    let res = self
+                        .hs
+                        .client
+                        .objects(&self.object)
+                        .search(req)
+                        .send()
+                        .await?;
+                    let fresh = scan.absorb(res.results);
+                    if fresh.is_empty() {
+                        self.step = Step::Upserts { scan, deletes };
+                        continue;
+                    }
+                    let changes = self.to_changes(&fresh);
+                    let cursor = self
+                        .state(Phase::Incremental {
+                            upserts: scan.window(),
+                            deletes: deletes.clone(),
+                        })
+                        .cursor()?;
+                    self.step = Step::Upserts { scan, deletes };
+                    return Ok(Some(Page { changes, cursor }));
+                }
+                Step::Deletes {
+                    upserts,
+                    mut deletes,
+                    start_floor,
+                    after,
+                    mut max_seen,
+                } => {
+                    let (hits, next) = self
+                        .hs
+                        .list_page(&self.object, after, &[], MAX_LIST_LIMIT, true)
+                        .await?;
+                    let mut changes = Vec::new();
+                    for h in &hits {
+                        let Some(at) = h.archived_at.or(h.updated_at).map(|t| t.timestamp_millis())
+                        else {
+                            continue;
+                        };
+                        if at < start_floor || deletes.seen(h.id.as_str(), at) {
+                            continue;
+                        }
+                        // The start point only moves once the whole archived
+                        // list was read: it is not in archive-time order.
+                        deletes.recent.insert(h.id.to_string(), at);
+                        max_seen = max_seen.max(at);
+                        changes.push(Change::Delete {
+                            id: RecordId::new(h.id.as_str()),
+                            at: DateTime::from_timestamp_millis(at),
+                        });
+                    }
+                    if next.is_some() {
+                        let cursor = self
+                            .state(Phase::Incremental {
+                                upserts: upserts.clone(),
+                                deletes: deletes.clone(),
+                            })
+                            .cursor()?;
+                        self.step = Step::Deletes {
+                            upserts,
+                            deletes,
+                            start_floor,
+                            after: next,
+                            max_seen,
+                        };
+                        if changes.is_empty() {
+                            continue;
+                        }
+                        return Ok(Some(Page { changes, cursor }));
+                    }
+                    deletes.hwm = deletes.hwm.max(max_seen);
+                    deletes.prune(lookback);
+                    let cursor = self
+                        .state(Phase::Incremental { upserts, deletes })
+                        .cursor()?;
+                    self.step = Step::Finished;
+                    return Ok(Some(Page { changes, cursor }));
+                }
+            }
+        }
+    }
+}
+
+impl Source for HubSpot {
+    /// Reads `req.object`.
+    ///
+    /// - Without a cursor: a full read by list pagination (`after`, up to
+    ///   100 per page). Property lists too long for a URL are fetched with
+    ///   a batch read per page (the list then asks only for ids).
+    /// - With a cursor: upserts by search on the modification time (see
+    ///   the [module docs](self)), then deletes from the archived listing
+    ///   (archiving does not change the modification time and archived
+    ///   records are not searchable).
+    ///
+    /// The last page always carries the cursor for the next run.
+    fn read<'a>(&'a self, req: ReadRequest) -> BoxStream<'a, Result<Page>> {
+        let setup = (|| -> Result<ReadState<'a>> {
+            let object = self.object_type(&req.object)?;
+            let since = match &req.since {
+                None => None,
+                Some(c) => {
+                    let st: CursorState = c
+                        .to_state()
+                        .map_err(|e| Error::from(HubSpotError::CursorInvalid(e.to_string())))?;
+                    if st.v != CURSOR_VERSION || st.object != object {
+                        return Err(HubSpotError::CursorInvalid(format!(
+                            "cursor of `{}` v{} given to a read of `{object}`",
+                            st.object, st.v
+                        ))
+                        .into());
+                    }
+                    Some(st)
+                }
+            };
+            let page_size = req
+                .page_size
+                .map_or(self.config.list_page_size(), |n| {
+                    u32::try_from(n).unwrap_or(MAX_LIST_LIMIT)
+                })
+                .clamp(1, MAX_LIST_LIMIT);
+            Ok(ReadState {
+                hs: self,
+                object,
+                since,
+                requested: req.fields.clone(),
+                properties: Vec::new(),
+                schema: None,
+                page_size,
+                step: Step::Start,
+            })
+        })();
+        match setup {
+            Err(e) => Box::pin(futures_util::stream::once(async move { Err(e) })),
+            Ok(state) => Box::pin(futures_util::stream::try_unfold(
+                state,
+                |mut st| async move {
+                    let page = st.next_page().await?;
+                    Ok(page.map(|p| (p, st)))
+                },
+            )),
+        }
     }
 }
 
