@@ -7,11 +7,14 @@
 //! - [`state`]: what the pipeline keeps durable (checkpoints, dead letters,
 //!   the review queue), with an in-memory implementation.
 //! - [`report`]: the numbers of a run.
+//! - [`config`]: [`config::SyncJob`] loaded from YAML in the seeds' shapes.
 //! - [`cli`]: the `crm-sync` command line.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod campaigns;
 pub mod cli;
+pub mod config;
 pub mod pipeline;
 pub mod report;
 pub mod state;

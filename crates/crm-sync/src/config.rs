@@ -1,0 +1,376 @@
+//! [`SyncJob`]: a sync loaded from YAML in the seeds' shapes.
+//!
+//! The top-level keys are seed 000's: a `sheet:` or `database:` source (with
+//! seed 000's sibling `pool:`), `validation:`, `matching:`, `write_back:` and
+//! the `crm:` block (`sync`, `google_sheets`, `database`, `matching`), plus
+//! what a runnable job also needs: `name`, `campaigns` (what bookings are
+//! matched to), `destination` (the store; an embedded SQLite file by
+//! default) and `state` (checkpoints, dead letters, review queue; the
+//! destination's database by default).
+//!
+//! Unknown keys and wrong types are errors naming the YAML path and line.
+//! `${NAME}` values are resolved when a connection is opened, never while
+//! parsing, so an environment value cannot change the structure of the file.
+//!
+//! ```
+//! use crm_sync::config::SyncJob;
+//!
+//! let job = SyncJob::from_yaml(r#"
+//! name: bookings
+//! sheet:
+//!   spreadsheet_id: "1BxiM"
+//!   sheet_name: "Bookings"
+//!   column_mapping: { A: booking_id, B: client_name }
+//! crm:
+//!   sync: { schedule: "0 * * * *", batch_size: 1000, timeout: 300 }
+//! "#, "inline").unwrap();
+//! assert_eq!(job.crm.sync.batch_size, 1000);
+//!
+//! let err = SyncJob::from_yaml("name: x\ncrm:\n  sync:\n    batch_size: lots\n", "job.yaml").unwrap_err();
+//! assert_eq!(err.path, "crm.sync.batch_size");
+//! assert_eq!(err.line, Some(4));
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crm_core::mapping::WriteBackConfig;
+use crm_core::matching::MatchingConfig;
+use crm_core::validate::ValidationRules;
+use crm_sheets::SheetsConfig;
+use crm_sql::config::{PoolConfig, SqlConfig};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// A config file that could not be loaded: where, and what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or another name for the text).
+    pub origin: String,
+    /// The YAML path of the offending value (`crm.sync.batch_size`), or empty.
+    pub path: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+            if let Some(col) = self.column {
+                write!(f, " column {col}")?;
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, ", at `{}`", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(origin: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.to_owned(),
+            path: String::new(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses YAML into `T`, reporting the path and line of any problem.
+///
+/// # Errors
+/// A [`ConfigError`] with the YAML path, the line and column where serde_yaml
+/// knows them, and the message.
+pub fn from_yaml_at<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let location = inner.location();
+        // serde_yaml appends "at line N column M" to its messages; the
+        // location is reported separately.
+        let mut message = inner.to_string();
+        if let Some(cut) = message.find(" at line ") {
+            message.truncate(cut);
+        }
+        ConfigError {
+            origin: origin.to_owned(),
+            path: if path == "." { String::new() } else { path },
+            line: location.as_ref().map(serde_yaml::Location::line),
+            column: location.as_ref().map(serde_yaml::Location::column),
+            message,
+        }
+    })
+}
+
+/// One sync job.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SyncJob {
+    /// The job's name: it keys checkpoints, dead letters and review items.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The object name used for checkpoints and dead letters.
+    #[serde(default = "default_object")]
+    pub object: String,
+    /// Seed 000 Google Sheets source.
+    #[serde(default)]
+    pub sheet: Option<SheetsConfig>,
+    /// Seed 000 OAuth block (`scopes`).
+    #[serde(default)]
+    pub oauth: Option<OAuthSection>,
+    /// Seed 000 database source.
+    #[serde(default)]
+    pub database: Option<SqlConfig>,
+    /// Seed 000 connection pooling, for the database source.
+    #[serde(default)]
+    pub pool: Option<PoolConfig>,
+    /// Seed 000 validation rules.
+    #[serde(default)]
+    pub validation: Option<ValidationRules>,
+    /// Seed 000 campaign matching.
+    #[serde(default)]
+    pub matching: Option<MatchingConfig>,
+    /// The campaigns bookings are matched to.
+    #[serde(default)]
+    pub campaigns: Option<CampaignsSource>,
+    /// Seed 000 write-back.
+    #[serde(default)]
+    pub write_back: Option<WriteBackConfig>,
+    /// Where synced records are stored.
+    #[serde(default)]
+    pub destination: Destination,
+    /// Where checkpoints, dead letters and the review queue are kept.
+    #[serde(default)]
+    pub state: StateSection,
+    /// Seed 000 `crm:` block.
+    #[serde(default)]
+    pub crm: CrmSection,
+}
+
+fn default_name() -> String {
+    "bookings".to_owned()
+}
+
+fn default_object() -> String {
+    "bookings".to_owned()
+}
+
+/// Seed 000 `oauth:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSection {
+    /// OAuth scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Where campaigns come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum CampaignsSource {
+    /// A CSV file with a header row naming `campaign_id` (or `id`), `name`
+    /// and optionally `advertiser_name`, `start_date`, `end_date`, `status`.
+    /// A relative path is relative to the config file.
+    File(PathBuf),
+    /// A database query returning the same columns.
+    Database(Box<SqlConfig>),
+}
+
+/// The store synced records go to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// A connection URL: `sqlite://FILE`, `postgres://...`, `mysql://...`.
+    /// `${NAME}` values are resolved on connect. A relative SQLite path is
+    /// relative to the config file.
+    #[serde(default = "default_destination_url")]
+    pub url: SecretString,
+    /// The table.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Create the table (seed 000's `booking` schema) when it is missing.
+    #[serde(default = "yes")]
+    pub create_table: bool,
+}
+
+fn default_destination_url() -> SecretString {
+    SecretString::from("sqlite://crm-sync.db".to_owned())
+}
+
+fn default_table() -> String {
+    "booking".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Destination {
+    fn default() -> Self {
+        Destination {
+            url: default_destination_url(),
+            table: default_table(),
+            create_table: true,
+        }
+    }
+}
+
+/// Where the pipeline keeps its state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// A connection URL; the destination's when absent.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// The environment variable holding the base64 key that encrypts stored
+    /// credentials (32 bytes). The pipeline stores no credentials itself.
+    #[serde(default = "default_key_env")]
+    pub key_env: String,
+}
+
+fn default_key_env() -> String {
+    "CRM_SYNC_STATE_KEY".to_owned()
+}
+
+/// Seed 000 `crm:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmSection {
+    /// `crm.sync`.
+    #[serde(default)]
+    pub sync: SyncSettings,
+    /// `crm.google_sheets`.
+    #[serde(default)]
+    pub google_sheets: Option<GoogleSheetsSettings>,
+    /// `crm.database`.
+    #[serde(default)]
+    pub database: Option<DatabaseSettings>,
+    /// `crm.matching` (merged into `matching`).
+    #[serde(default)]
+    pub matching: Option<crm_core::matching::MatchingSettings>,
+}
+
+/// Seed 000 `crm.sync`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Cron expression of the scheduled run (`0 * * * *` is hourly).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Records per page.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Seconds a run may take.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+}
+
+fn default_batch() -> usize {
+    1000
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            schedule: None,
+            batch_size: default_batch(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+/// Seed 000 `crm.google_sheets`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleSheetsSettings {
+    /// The credentials: a service-account key file path or its JSON, usually `${GOOGLE_CREDENTIALS}`.
+    #[serde(default)]
+    pub credentials: Option<SecretString>,
+    /// Requests per 100 seconds.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+}
+
+/// Seed 000 `crm.database`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Pool size (maximum connections).
+    #[serde(default)]
+    pub pool_size: Option<u32>,
+    /// Statement timeout in seconds.
+    #[serde(default)]
+    pub statement_timeout: Option<u64>,
+}
+
+impl SyncJob {
+    /// Parses a job from YAML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for malformed YAML, unknown keys, wrong types, or a
+    /// job without exactly one source.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<SyncJob, ConfigError> {
+        let mut job: SyncJob = from_yaml_at(text, origin)?;
+        if job.sheet.is_some() == job.database.is_some() {
+            return Err(ConfigError::new(
+                origin,
+                "a job reads from exactly one source: give either a `sheet:` block \
+                 (Google Sheets) or a `database:` block (PostgreSQL, MySQL, SQLite)",
+            ));
+        }
+        if let (Some(matching), Some(settings)) = (job.matching.take(), job.crm.matching.clone()) {
+            job.matching = Some(matching.with_settings(settings));
+        } else if let (None, Some(_)) = (&job.matching, &job.crm.matching) {
+            // `crm.matching` without `matching:` tunes nothing.
+        }
+        Ok(job)
+    }
+
+    /// Reads and parses a job file. Relative paths in the job (the campaigns
+    /// file, a SQLite destination) are taken relative to the file's folder.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when the file cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<SyncJob, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                &origin,
+                format!("cannot read the config file: {e}; check the path"),
+            )
+        })?;
+        let mut job = SyncJob::from_yaml(&text, &origin)?;
+        if let Some(dir) = path.parent() {
+            job.rebase(dir);
+        }
+        Ok(job)
+    }
+
+    fn rebase(&mut self, dir: &Path) {
+        if let Some(CampaignsSource::File(p)) = &mut self.campaigns
+            && p.is_relative()
+        {
+            *p = dir.join(&*p);
+        }
+    }
+}
