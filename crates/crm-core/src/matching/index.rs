@@ -19,18 +19,21 @@
 //!   increasing in `L`, so with `Lmin = ceil(n * (l1 + l2) / (2d))` every
 //!   passing name shares at least `need = (2q - 1) * Lmin - (q - 1) * (l1 + l2)
 //!   - (q - 1)` q-grams with the query.
-//! * **prefix filter**: if a name must share `need >= 1` of the query's `|Q|`
-//!   q-grams, it shares at least one of any `|Q| - need + 1` of them. The
-//!   query's q-grams are ordered rarest first (by how many names contain
-//!   them), and only that prefix's posting lists are read.
+//! * **count**: each query bigram occurrence the name also contains adds
+//!   one, an upper bound of the shared multiset count, so a passing name
+//!   reaches `need` (with q = 2).
 //!
+//! The counts of all names in the length interval are kept as bit-sliced
+//! counters (one 64-bit word per plane covers 64 names): a bigram held by
+//! many names is a dense bitset added to the counters word by word, a rare
+//! one is a posting list. Names whose count reaches `need` are candidates.
 //! Lengths whose `need` is below 1 (very short names, low thresholds) cannot
-//! be pruned by q-grams, so every name of those lengths is a candidate. Each
-//! query picks q = 2 or q = 3 (both are indexed), whichever reads fewer
-//! postings. Every candidate is then scored exactly (bit-parallel LCS) and
-//! compared with the threshold in integer arithmetic. The filters only drop
-//! names that provably fail, so the result is exactly the brute-force set;
-//! the property tests check this against [`FuzzyIndex::brute_force`].
+//! be pruned by bigrams, so every name of those lengths is a candidate. Each
+//! candidate is then scored exactly (bit-parallel LCS) and compared with the
+//! threshold in integer arithmetic. The filters only drop names that provably
+//! fail, so the result is exactly the brute-force set; the property tests
+//! check this against an independent dynamic-programming scan. No
+//! `queries x names` matrix is ever built.
 //!
 //! The other metrics ([`Metric::JaroWinkler`], [`Metric::TokenSet`]) have no
 //! q-gram bound here: their search scores every name (still exact).
@@ -73,70 +76,92 @@ fn gram_key(s: &[char], i: usize, q: usize) -> u64 {
         .fold(0u64, |k, &c| (k << 21) | u64::from(u32::from(c)))
 }
 
-/// An inverted index of one q-gram size: gram -> ids of the names holding
-/// it, ascending (internal ids, i.e. sorted by length).
+/// Names holding each bigram: a posting list (ascending internal ids) for
+/// rare bigrams, a bitset over all names for common ones.
 #[derive(Debug, Clone)]
 struct GramIndex {
-    q: usize,
+    /// gram key -> gram number.
     ids: GramMap,
-    offsets: Vec<u32>,
+    /// Per gram: number of names holding it, and where its ids are.
+    grams: Vec<GramEntry>,
     postings: Vec<u32>,
+    bitsets: Vec<u64>,
+    /// Per gram: how many names hold it (kept for dense grams).
+    dense_df: Vec<u32>,
+    words: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum GramEntry {
+    /// `postings[start..end]`.
+    Sparse { start: u32, end: u32 },
+    /// `bitsets[slab * words..(slab + 1) * words]`.
+    Dense { slab: u32 },
 }
 
 impl GramIndex {
-    fn build(q: usize, names: &[&[char]]) -> GramIndex {
+    /// How many names hold gram `g`.
+    fn df(&self, g: u32) -> u32 {
+        match self.grams[g as usize] {
+            GramEntry::Sparse { start, end } => end - start,
+            GramEntry::Dense { .. } => self.dense_df[g as usize],
+        }
+    }
+
+    fn build(names: &[&[char]]) -> GramIndex {
+        let q = 2;
+        let words = names.len().div_ceil(64);
         let mut ids = GramMap::default();
-        let mut counts: Vec<u32> = Vec::new();
+        let mut lists: Vec<Vec<u32>> = Vec::new();
         let mut keys: Vec<u64> = Vec::new();
-        let mut per_name: Vec<Vec<u32>> = Vec::with_capacity(names.len());
-        for name in names {
+        for (name_id, name) in names.iter().enumerate() {
             keys.clear();
             if name.len() >= q {
                 keys.extend((0..=name.len() - q).map(|i| gram_key(name, i, q)));
             }
             keys.sort_unstable();
             keys.dedup();
-            let mut grams = Vec::with_capacity(keys.len());
             for k in &keys {
                 let next = ids.len() as u32;
                 let id = *ids.entry(*k).or_insert(next);
-                if id as usize == counts.len() {
-                    counts.push(0);
+                if id as usize == lists.len() {
+                    lists.push(Vec::new());
                 }
-                counts[id as usize] += 1;
-                grams.push(id);
+                lists[id as usize].push(name_id as u32);
             }
-            per_name.push(grams);
         }
-        let mut offsets = Vec::with_capacity(counts.len() + 1);
-        let mut total = 0u32;
-        offsets.push(0);
-        for c in &counts {
-            total += c;
-            offsets.push(total);
-        }
-        let mut fill: Vec<u32> = offsets[..counts.len()].to_vec();
-        let mut postings = vec![0u32; total as usize];
-        for (name_id, grams) in per_name.iter().enumerate() {
-            for &g in grams {
-                postings[fill[g as usize] as usize] = name_id as u32;
-                fill[g as usize] += 1;
+        // A bitset costs `words` words; a posting list half a word per name.
+        let dense_from = (words * 2).max(64);
+        let mut grams = Vec::with_capacity(lists.len());
+        let mut postings = Vec::new();
+        let mut bitsets = Vec::new();
+        let dense_df: Vec<u32> = lists.iter().map(|l| l.len() as u32).collect();
+        for list in lists {
+            if list.len() >= dense_from {
+                let slab = (bitsets.len() / words.max(1)) as u32;
+                let base = bitsets.len();
+                bitsets.resize(base + words, 0u64);
+                for id in list {
+                    bitsets[base + id as usize / 64] |= 1u64 << (id % 64);
+                }
+                grams.push(GramEntry::Dense { slab });
+            } else {
+                let start = postings.len() as u32;
+                postings.extend_from_slice(&list);
+                grams.push(GramEntry::Sparse {
+                    start,
+                    end: postings.len() as u32,
+                });
             }
         }
         GramIndex {
-            q,
             ids,
-            offsets,
+            grams,
             postings,
+            bitsets,
+            dense_df,
+            words,
         }
-    }
-
-    fn postings(&self, gram: u32) -> &[u32] {
-        let (a, b) = (
-            self.offsets[gram as usize] as usize,
-            self.offsets[gram as usize + 1] as usize,
-        );
-        &self.postings[a..b]
     }
 }
 
@@ -168,7 +193,6 @@ pub struct FuzzyIndex {
     /// a final sentinel `(usize::MAX, n)`.
     lengths: Vec<(usize, u32)>,
     bigrams: GramIndex,
-    trigrams: GramIndex,
 }
 
 impl FuzzyIndex {
@@ -196,7 +220,12 @@ impl FuzzyIndex {
 
     fn from_normalized(names: Vec<Vec<char>>, metric: Metric) -> FuzzyIndex {
         let mut order: Vec<u32> = (0..names.len() as u32).collect();
-        order.sort_by_key(|&i| (names[i as usize].len(), i));
+        // By length (the length filter is an id range), then by text, so names
+        // sharing a beginning share counter words (whole words drop early).
+        order.sort_by(|&a, &b| {
+            let (x, y) = (&names[a as usize], &names[b as usize]);
+            (x.len(), x, a).cmp(&(y.len(), y, b))
+        });
         let mut chars = Vec::with_capacity(names.iter().map(Vec::len).sum());
         let mut starts = Vec::with_capacity(names.len() + 1);
         let mut lengths: Vec<(usize, u32)> = Vec::new();
@@ -213,10 +242,10 @@ impl FuzzyIndex {
         let slices: Vec<&[char]> = (0..order.len())
             .map(|i| &chars[starts[i]..starts[i + 1]])
             .collect();
-        let (bigrams, trigrams) = if metric == Metric::Indel {
-            (GramIndex::build(2, &slices), GramIndex::build(3, &slices))
+        let bigrams = if metric == Metric::Indel {
+            GramIndex::build(&slices)
         } else {
-            (GramIndex::build(2, &[]), GramIndex::build(3, &[]))
+            GramIndex::build(&[])
         };
         FuzzyIndex {
             metric,
@@ -225,7 +254,6 @@ impl FuzzyIndex {
             original: order,
             lengths,
             bigrams,
-            trigrams,
         }
     }
 
@@ -253,12 +281,10 @@ impl FuzzyIndex {
     pub fn searcher(&self) -> Searcher<'_> {
         Searcher {
             index: self,
-            stamps: vec![0; self.len()],
-            stamp: 0,
+            counters: Vec::new(),
             pattern: Pattern::default(),
             query: Vec::new(),
             grams: Vec::new(),
-            candidates: Vec::new(),
         }
     }
 
@@ -317,13 +343,12 @@ impl FuzzyIndex {
 #[derive(Debug)]
 pub struct Searcher<'a> {
     index: &'a FuzzyIndex,
-    stamps: Vec<u32>,
-    stamp: u32,
+    /// Bit-sliced counters: `planes` words per 64 names.
+    counters: Vec<u64>,
     pattern: Pattern,
     query: Vec<char>,
-    /// The query's q-grams: (document frequency, gram id or none).
-    grams: Vec<(u32, Option<u32>)>,
-    candidates: Vec<u32>,
+    /// The query's bigrams found in the index (with repeats).
+    grams: Vec<u32>,
 }
 
 impl Searcher<'_> {
@@ -358,144 +383,153 @@ impl Searcher<'_> {
         out[start..].sort_unstable_by_key(|(i, _)| *i);
     }
 
-    fn next_stamp(&mut self) -> u32 {
-        if self.stamp == u32::MAX {
-            self.stamps.iter_mut().for_each(|s| *s = 0);
-            self.stamp = 0;
-        }
-        self.stamp += 1;
-        self.stamp
-    }
-
     fn search_indel(&mut self, query: &[char], t: Threshold, out: &mut Vec<(usize, Score)>) {
         let index = self.index;
+        let gi = &index.bigrams;
         let (n, d) = (u128::from(t.numerator()), u128::from(t.denominator()));
         let l1 = query.len();
-        // Buckets of lengths passing the length filter, with their minimum LCS.
-        let passes = |l2: usize| {
+        let passes = |l2: usize| 2 * (l1.min(l2) as u128) * d >= n * (l1 + l2) as u128;
+        // Shared bigrams (multiset) every passing name of length l2 has.
+        let need = |l2: usize| -> i128 {
             let sum = (l1 + l2) as u128;
-            2 * (l1.min(l2) as u128) * d >= n * sum
+            let lmin = (n * sum).div_ceil(2 * d) as i128;
+            3 * lmin - sum as i128 - 1
         };
-        let lmin = |l2: usize| {
-            let sum = (l1 + l2) as u128;
-            (n * sum).div_ceil(2 * d)
-        };
-        let need = |q: usize, l2: usize| -> i128 {
-            let (q, sum) = (q as i128, (l1 + l2) as i128);
-            (2 * q - 1) * lmin(l2) as i128 - (q - 1) * sum - (q - 1)
-        };
+        // Length buckets passing the length filter: (length, first id, end id).
         let buckets: Vec<(usize, usize, usize)> = index
             .lengths
             .windows(2)
             .filter(|w| passes(w[0].0))
             .map(|w| (w[0].0, w[0].1 as usize, w[1].1 as usize))
             .collect();
-        let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
-            return;
+        let mut verify = |id: usize, pattern: &mut Pattern| {
+            let name = index.internal(id);
+            let lcs = pattern.lcs(name);
+            let sum = l1 + name.len();
+            if 2 * (lcs as u128) * d >= n * sum as u128 {
+                out.push((index.original[id] as usize, indel_score(lcs, sum)));
+            }
         };
-        let (lo, hi) = (first.1 as u32, last.2 as u32);
-
-        // Pick the q-gram size reading the fewest postings.
-        let mut best: Option<(u64, usize, i128)> = None; // (cost, q, tau)
-        for gi in [&index.bigrams, &index.trigrams] {
-            let q = gi.q;
-            let tau = buckets
-                .iter()
-                .map(|b| need(q, b.0))
-                .filter(|&x| x >= 1)
-                .min();
-            let scanned: u64 = buckets
-                .iter()
-                .filter(|b| need(q, b.0) < 1)
-                .map(|b| (b.2 - b.1) as u64)
-                .sum();
-            let probe = match tau {
-                Some(tau) => {
-                    self.load_grams(gi, query);
-                    let prefix = prefix_len(self.grams.len(), tau);
-                    self.grams[..prefix].iter().map(|g| u64::from(g.0)).sum()
-                }
-                None => 0,
-            };
-            let cost = scanned + probe;
-            if best.is_none_or(|b| cost < b.0) {
-                best = Some((cost, q, tau.unwrap_or(0)));
+        self.pattern.set(query);
+        // Buckets bigrams cannot prune: every name is a candidate.
+        for b in buckets.iter().filter(|b| need(b.0) < 1) {
+            for id in b.1..b.2 {
+                verify(id, &mut self.pattern);
             }
         }
-        let Some((_, q, tau)) = best else { return };
-        let gi = if q == 2 {
-            &index.bigrams
-        } else {
-            &index.trigrams
+        let counted: Vec<&(usize, usize, usize)> =
+            buckets.iter().filter(|b| need(b.0) >= 1).collect();
+        let (Some(first), Some(last)) = (counted.first(), counted.last()) else {
+            return;
         };
+        // Counted buckets may interleave with scanned ones (need is not
+        // monotone in l2); ids of scanned buckets are skipped below.
+        let (lo, hi) = (first.1, last.2);
+        let need_min = counted.iter().map(|b| need(b.0)).min().unwrap_or(1);
 
-        let stamp = self.next_stamp();
-        self.candidates.clear();
-        if tau >= 1 {
-            self.load_grams(gi, query);
-            let prefix = prefix_len(self.grams.len(), tau);
-            for &(_, gram) in &self.grams[..prefix] {
-                let Some(gram) = gram else { continue };
-                let list = gi.postings(gram);
-                let a = list.partition_point(|&id| id < lo);
-                let b = list.partition_point(|&id| id < hi);
-                for &id in &list[a..b] {
-                    let s = &mut self.stamps[id as usize];
-                    if *s != stamp {
-                        *s = stamp;
-                        self.candidates.push(id);
+        self.grams.clear();
+        if l1 >= 2 {
+            for i in 0..=l1 - 2 {
+                if let Some(&g) = gi.ids.get(&gram_key(query, i, 2)) {
+                    self.grams.push(g);
+                }
+            }
+        }
+        // A name can count at most every occurrence: no counter overflows.
+        let planes = (usize::BITS - self.grams.len().leading_zeros()).max(1) as usize;
+        if (self.grams.len() as i128) < need_min {
+            return;
+        }
+        let (wlo, whi) = (lo / 64, hi.div_ceil(64));
+        let span = whi - wlo;
+        self.counters.clear();
+        self.counters.resize(span * planes, 0);
+        let counters = &mut self.counters;
+        // Rare bigrams first (posting lists into the counters) ...
+        let mut dense: Vec<(u32, usize)> = Vec::new();
+        for &g in &self.grams {
+            match gi.grams[g as usize] {
+                GramEntry::Dense { slab } => dense.push((gi.df(g), slab as usize * gi.words)),
+                GramEntry::Sparse { start, end } => {
+                    let list = &gi.postings[start as usize..end as usize];
+                    let a = list.partition_point(|&id| (id as usize) < lo);
+                    let b = list.partition_point(|&id| (id as usize) < hi);
+                    for &id in &list[a..b] {
+                        let id = id as usize;
+                        let (w, bit) = (id / 64 - wlo, 1u64 << (id % 64));
+                        for p in &mut counters[w * planes..(w + 1) * planes] {
+                            let had = *p & bit;
+                            *p ^= bit;
+                            if had == 0 {
+                                break;
+                            }
+                        }
                     }
                 }
             }
         }
-        for b in buckets.iter().filter(|b| need(q, b.0) < 1) {
-            for id in b.1 as u32..b.2 as u32 {
-                let s = &mut self.stamps[id as usize];
-                if *s != stamp {
-                    *s = stamp;
-                    self.candidates.push(id);
+        // ... then the common ones as bitsets, 64 names per word.
+        for &(_, base) in &dense {
+            let bits = &gi.bitsets[base + wlo..base + whi];
+            for (cell, &b) in counters.chunks_exact_mut(planes).zip(bits) {
+                let mut x = b;
+                for p in cell {
+                    if x == 0 {
+                        break;
+                    }
+                    let carry = *p & x;
+                    *p ^= x;
+                    x = carry;
                 }
             }
         }
-
-        // Verify every candidate exactly.
-        self.pattern.set(query);
-        for &id in &self.candidates {
-            let name = index.internal(id as usize);
-            let lcs = self.pattern.lcs(name);
-            let sum = (l1 + name.len()) as u128;
-            if 2 * (lcs as u128) * d >= n * sum {
-                out.push((
-                    index.original[id as usize] as usize,
-                    indel_score(lcs, l1 + name.len()),
-                ));
+        // Names whose count reaches need_min, then their own length's need.
+        let mut bucket = 0usize;
+        for w in 0..span {
+            let cell = &counters[w * planes..(w + 1) * planes];
+            let mut hits = at_least(cell, need_min);
+            while hits != 0 {
+                let bit = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                let id = (wlo + w) * 64 + bit;
+                if id < lo || id >= hi {
+                    continue;
+                }
+                while counted[bucket].2 <= id {
+                    bucket += 1;
+                    if bucket == counted.len() {
+                        return;
+                    }
+                }
+                if id < counted[bucket].1 {
+                    continue; // a scanned bucket, already verified
+                }
+                let count: i128 = cell
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &plane)| i128::from(((plane >> bit) & 1) as u8) << p)
+                    .sum();
+                if count >= need(counted[bucket].0) {
+                    verify(id, &mut self.pattern);
+                }
             }
         }
-        debug_assert_eq!(self.pattern.len(), l1);
-    }
-
-    /// Fills `self.grams` with the query's q-grams (with repeats), rarest first.
-    fn load_grams(&mut self, gi: &GramIndex, query: &[char]) {
-        self.grams.clear();
-        if query.len() >= gi.q {
-            for i in 0..=query.len() - gi.q {
-                let key = gram_key(query, i, gi.q);
-                let entry = match gi.ids.get(&key) {
-                    Some(&g) => (gi.offsets[g as usize + 1] - gi.offsets[g as usize], Some(g)),
-                    None => (0, None),
-                };
-                self.grams.push(entry);
-            }
-        }
-        self.grams.sort_unstable();
     }
 }
 
-/// How many of `total` q-grams (rarest first) must be probed so that a name
-/// sharing `tau` of them shares at least one probed.
-fn prefix_len(total: usize, tau: i128) -> usize {
-    let p = total as i128 - tau + 1;
-    p.clamp(0, total as i128) as usize
+/// The mask of the 64 bit-sliced counters in `cell` that are `>= k`
+/// (`k >= 0`, below `2^planes`).
+fn at_least(cell: &[u64], k: i128) -> u64 {
+    let (mut gt, mut eq) = (0u64, !0u64);
+    for (p, &plane) in cell.iter().enumerate().rev() {
+        if (k >> p) & 1 == 1 {
+            eq &= plane;
+        } else {
+            gt |= eq & plane;
+            eq &= !plane;
+        }
+    }
+    gt | eq
 }
 
 /// The streamed output of [`FuzzyIndex::all_pairs`] and [`all_pairs`].

@@ -131,11 +131,6 @@ impl Pattern {
         }
     }
 
-    /// The pattern's length in characters.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     #[inline]
     fn mask(&self, c: char, w: usize) -> u64 {
         if c.is_ascii() {
