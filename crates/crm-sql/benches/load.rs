@@ -1,0 +1,282 @@
+//! crm-sql load benchmark (run with `cargo bench -p crm-sql`).
+//!
+//! Goal: the Sink's bulk path loads seed-000 bookings into PostgreSQL at no
+//! less than half the rate of a plain `COPY FROM STDIN` of the same rows,
+//! and streaming the loaded table back out through the Source keeps memory
+//! flat.
+//!
+//! 1. Loads `CRM_BENCH_ROWS` (default 1,000,000) bookings through
+//!    `Sink::write` (batches of 50,000: the `COPY` staging path), into a
+//!    fresh database on `CRM_TEST_POSTGRES_URL` (default: the local server).
+//! 2. Loads the same rows into an identical table with one plain `COPY ...
+//!    FROM STDIN`.
+//! 3. Streams the loaded table out through `Source::read` (pages of 1,000)
+//!    and reports the peak resident set size of that phase (VmHWM, reset
+//!    through /proc/self/clear_refs before it starts).
+//!
+//! Prints a Markdown summary for docs/benchmarks.md.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use crm_core::{Change, ReadRequest, Record, Sink, Source, WriteBatch};
+use crm_sql::{SqlConfig, SqlConnector, booking_schema};
+use futures_util::TryStreamExt;
+use rust_decimal::Decimal;
+
+const BATCH: usize = 50_000;
+
+fn stamp(i: usize) -> DateTime<Utc> {
+    // 100 bookings share each timestamp.
+    Utc.timestamp_opt(1_704_067_200 + (i / 100) as i64, 0).single().unwrap()
+}
+
+fn booking(i: usize) -> Record {
+    let media = ["display", "video", "native", "audio"][i % 4];
+    let dsp = ["DV360", "TTD", "Meta", "GoogleAds"][i % 4];
+    let start = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new((i % 300) as u64);
+    let mut r = Record::new()
+        .with("booking_id", format!("BK-{i:08}"))
+        .with("client_id", format!("CL-{:05}", i % 5000))
+        .with("client_name", format!("Client {} Holdings", i % 5000))
+        .with("campaign_name", format!("Spring promo {i} - {media}"))
+        .with("start_date", start)
+        .with("end_date", start + chrono::Days::new(30))
+        .with("budget", Decimal::new(100_000 + (i as i64 * 7919) % 10_000_000, 2))
+        .with("currency", "USD")
+        .with("impressions_booked", (i as i64 % 1000) * 1000)
+        .with("media_type", media)
+        .with("dsp_platform", dsp)
+        .with("created_at", stamp(i))
+        .with("updated_at", stamp(i));
+    if i % 3 == 0 {
+        r.set("campaign_id", format!("DSP-{i}"));
+        r.set("margin_target", Decimal::new(1500 + (i % 100) as i64, 4));
+    }
+    r
+}
+
+/// The columns of the raw COPY, in the order `copy_line` writes them.
+const RAW_COLUMNS: &str = "booking_id, client_id, client_name, campaign_name, campaign_id, start_date, \
+    end_date, budget, currency, margin_target, impressions_booked, clicks_booked, conversions_booked, \
+    media_type, dsp_platform, created_at, updated_at, synced_at";
+
+fn copy_line(buf: &mut Vec<u8>, r: &Record, synced: &str) {
+    let cols = [
+        "booking_id", "client_id", "client_name", "campaign_name", "campaign_id", "start_date",
+        "end_date", "budget", "currency", "margin_target", "impressions_booked", "clicks_booked",
+        "conversions_booked", "media_type", "dsp_platform",
+    ];
+    for c in cols {
+        match r.get(c) {
+            None | Some(crm_core::Value::Null) => buf.extend_from_slice(b"\\N"),
+            Some(v) => {
+                for &b in v.to_string().as_bytes() {
+                    match b {
+                        b'\\' => buf.extend_from_slice(b"\\\\"),
+                        b'\t' => buf.extend_from_slice(b"\\t"),
+                        b'\n' => buf.extend_from_slice(b"\\n"),
+                        b'\r' => buf.extend_from_slice(b"\\r"),
+                        _ => buf.push(b),
+                    }
+                }
+            }
+        }
+        buf.push(b'\t');
+    }
+    let t = r.updated_at.or_else(|| r.get("updated_at").and_then(|v| v.as_datetime())).unwrap();
+    let t = t.format("%Y-%m-%d %H:%M:%S+00").to_string();
+    write!(buf, "{t}\t{t}\t{synced}\n").unwrap();
+}
+
+fn proc_status(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_gib = proc_meminfo_kib().map(|k| k as f64 / 1024.0 / 1024.0).unwrap_or(0.0);
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB RAM")
+}
+
+fn proc_meminfo_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn rate(rows: usize, d: Duration) -> f64 {
+    rows as f64 / d.as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // this is far too slow for a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("crm-sql load benchmark: run it with `cargo bench -p crm-sql`");
+        return;
+    }
+    let rows: usize = std::env::var("CRM_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let admin_url = std::env::var("CRM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = format!("crm_bench_{}", std::process::id());
+    let admin = SqlConnector::connect_url(&admin_url).await.expect("PostgreSQL for the benchmark");
+    admin.execute_unprepared(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => panic!("CRM_TEST_POSTGRES_URL needs a database path"),
+    };
+    let cfg = SqlConfig::builder()
+        .url(url.clone())
+        .batch_size(BATCH)
+        .copy_threshold(5_000)
+        .max_connections(2)
+        .build()
+        .unwrap();
+    let conn = SqlConnector::connect(&cfg).await.unwrap();
+    let version = pg_version(&url).await;
+
+    // 1. Through the Sink.
+    conn.create_table(&booking_schema()).await.unwrap();
+    let mut sink_time = Duration::ZERO;
+    let mut created = 0usize;
+    let mut start = 0;
+    while start < rows {
+        let end = (start + BATCH).min(rows);
+        let batch: Vec<Record> = (start..end).map(booking).collect();
+        let t0 = Instant::now();
+        let out = conn.write("booking", WriteBatch::upsert("booking_id", batch)).await.unwrap();
+        sink_time += t0.elapsed();
+        created += out.iter().filter(|o| o.as_str() == "created").count();
+        start = end;
+    }
+    assert_eq!(created, rows, "every row must be created");
+    eprintln!("sink: {rows} rows in {sink_time:?}");
+
+    // 2. Plain COPY FROM STDIN into an identical table.
+    let mut raw_schema = booking_schema();
+    raw_schema.name = "booking_raw".into();
+    conn.create_table(&raw_schema).await.unwrap();
+    let synced = Utc::now().format("%Y-%m-%d %H:%M:%S+00").to_string();
+    let raw_time = raw_copy(&url, rows, &synced).await;
+    eprintln!("raw COPY: {rows} rows in {raw_time:?}");
+
+    // 3. Stream it back out through the Source, measuring peak RSS.
+    let rss_before = proc_status("VmRSS:").unwrap_or(0);
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let t0 = Instant::now();
+    let mut pages = conn.read(ReadRequest::full("booking").page_size(1000));
+    let mut read = 0usize;
+    let mut checksum = Decimal::ZERO;
+    while let Some(page) = pages.try_next().await.unwrap() {
+        for c in &page.changes {
+            if let Change::Upsert(r) = c {
+                read += 1;
+                checksum += r.get("budget").and_then(|v| v.as_decimal()).unwrap_or_default();
+            }
+        }
+    }
+    drop(pages);
+    let read_time = t0.elapsed();
+    let hwm = proc_status("VmHWM:").unwrap_or(0);
+    assert_eq!(read, rows, "the source must return every row once");
+    eprintln!("source: {read} rows in {read_time:?}, checksum {checksum}");
+
+    let sink_rate = rate(rows, sink_time);
+    let raw_rate = rate(rows, raw_time);
+    println!("## crm-sql benchmark run\n");
+    println!("- date: {}", Utc::now().format("%Y-%m-%d"));
+    println!("- machine: {}", machine());
+    println!("- database: {version} on 127.0.0.1");
+    println!("- rows: {rows} seed-000 bookings (100 per timestamp), sink batches of {BATCH}\n");
+    println!("| path | time | rows/s |");
+    println!("|---|---|---|");
+    println!("| Sink::write (COPY staging + upsert) | {:.2} s | {:.0} |", sink_time.as_secs_f64(), sink_rate);
+    println!("| plain COPY FROM STDIN | {:.2} s | {:.0} |", raw_time.as_secs_f64(), raw_rate);
+    println!("\nratio Sink / COPY: {:.2} (target >= 0.50)\n", sink_rate / raw_rate);
+    println!(
+        "Source::read of {rows} rows, pages of 1,000: {:.2} s ({:.0} rows/s); RSS before {} MiB, \
+         peak RSS during the read {} MiB{}",
+        read_time.as_secs_f64(),
+        rate(rows, read_time),
+        rss_before / 1024,
+        hwm / 1024,
+        if reset { "" } else { " (peak not reset: process-wide peak)" }
+    );
+
+    conn.close().await;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+async fn pg_version(url: &str) -> String {
+    let q = SqlConnector::connect(
+        &SqlConfig::builder()
+            .url(url)
+            .query("SELECT 1 AS id, split_part(version(), ' ', 2) AS v, now() AS updated_at WHERE now() >= :last_sync")
+            .primary_key(["id"])
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let pages: Vec<_> = q.read(ReadRequest::full("v")).try_collect().await.unwrap();
+    q.close().await;
+    match pages.first().and_then(|p| p.changes.first()) {
+        Some(Change::Upsert(r)) => format!("PostgreSQL {}", r.text("v").unwrap_or("?")),
+        _ => "PostgreSQL".into(),
+    }
+}
+
+/// One `COPY booking_raw FROM STDIN` of the same rows; times encoding and
+/// sending, as the sink's time includes its own encoding.
+async fn raw_copy(url: &str, rows: usize, synced: &str) -> Duration {
+    use sqlx::Connection as _;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut total = Duration::ZERO;
+    let t0 = Instant::now();
+    let mut copy = c
+        .copy_in_raw(&format!("COPY booking_raw ({RAW_COLUMNS}) FROM STDIN"))
+        .await
+        .unwrap();
+    total += t0.elapsed();
+    let mut start = 0;
+    while start < rows {
+        let end = (start + BATCH).min(rows);
+        let batch: Vec<Record> = (start..end).map(booking).collect();
+        let t0 = Instant::now();
+        let mut buf = Vec::with_capacity(BATCH * 200);
+        for r in &batch {
+            copy_line(&mut buf, r, synced);
+        }
+        copy.send(buf).await.unwrap();
+        total += t0.elapsed();
+        start = end;
+    }
+    let t0 = Instant::now();
+    copy.finish().await.unwrap();
+    total += t0.elapsed();
+    c.close().await.unwrap();
+    total
+}
