@@ -13,6 +13,11 @@
 //! - [`incremental`]: change detection by content digest per row key.
 //! - [`writeback`]: write-back planning by row key.
 //! - [`wire`]: serde types of the API's JSON.
+//! - [`SheetsConnector`]: the `Source` and `Sink` (kind `sheets`), on
+//!   [`SheetsClient`].
+//! - `sim` (feature `sim`): a simulator of the API.
+//!
+#![doc = include_str!("docs.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -27,6 +32,8 @@ pub mod mapping;
 pub mod rows;
 pub mod schema;
 pub mod serial;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod sink;
 pub mod source;
 pub mod wire;

@@ -4,8 +4,8 @@
 //! A sheet has no schema but its header row. When a column is moved, renamed
 //! or deleted, reading on by column letter would put values in the wrong
 //! fields, so [`check_headers`] fails the read with
-//! [`SheetsError::SchemaMismatch`] (an [`ErrorKind::SchemaMismatch`]
-//! (crm_core::ErrorKind::SchemaMismatch) for the orchestrator, which pauses
+//! [`SheetsError::SchemaMismatch`] (a
+//! [`crm_core::ErrorKind::SchemaMismatch`] for the orchestrator, which pauses
 //! the sync), naming each column concerned.
 
 use crm_core::mapping::column_letters;

@@ -1,0 +1,499 @@
+//! The connector against the Sheets simulator over 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use crm_core::mapping::ColumnMapping;
+use crm_core::{Change, Connector, ErrorKind, Record, Sink, Value, WriteBatch, WriteOutcome};
+use crm_sheets::cell::ColumnType;
+use crm_sheets::rows::ERRORS_FIELD;
+use crm_sheets::sim::{SheetsSimConfig, SimCell, SimSheet, demo_row};
+use crm_sheets::{GoogleCredentials, RateLimit, SheetsConfig, WriteBackColumns};
+use crm_sim::FaultPlan;
+use rand_chacha::rand_core::SeedableRng;
+
+fn upserts(changes: &[Change]) -> Vec<&Record> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upsert(r) => Some(r),
+            Change::Delete { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_rows_in_the_minimum_number_of_calls() {
+    let env = start(unlimited(), bookings(10_000, false), None).await;
+    let conn = connector(&env, config(&env).page_size(1000));
+    let pages = read_all(&conn, None).await.unwrap();
+    let all = changes(&pages);
+    assert_eq!(all.len(), 10_000);
+    let ids: HashSet<_> = all.iter().filter_map(|c| c.id().cloned()).collect();
+    assert_eq!(ids.len(), 10_000);
+    // One spreadsheets.get, then ceil(10,000 / 1,000) batchGets (the first
+    // also fetching the header row), and one token grant.
+    assert_eq!(count(&env, "GET", "/values:batchGet"), 10);
+    assert_eq!(
+        count(&env, "GET", &format!("/v4/spreadsheets/{SPREADSHEET}")),
+        1
+    );
+    assert_eq!(count(&env, "POST", "/token"), 1);
+    assert_eq!(env.handle.request_log().len(), 12);
+    // Exact money at scale 2 and serial dates.
+    let first = upserts(&all)[0];
+    assert_eq!(
+        first.get("budget").unwrap().as_decimal().unwrap().scale(),
+        2
+    );
+    assert!(matches!(first.get("start_date"), Some(Value::Date(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_incremental_run_yields_exactly_the_six_changes() {
+    let env = start(unlimited(), bookings(3000, false), None).await;
+    let conn = connector(&env, config(&env).page_size(500));
+    let first = read_all(&conn, None).await.unwrap();
+    assert_eq!(changes(&first).len(), 3000);
+    let cursor = first.last().unwrap().cursor.clone();
+
+    // Change 3 rows, delete 1, append 2.
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        for row in [10, 1500, 2900] {
+            s.set(row, 5, SimCell::Number("999.9".into()));
+        }
+        // Row 101 holds BK-000100.
+        s.delete_row(101);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for n in [3001, 3002] {
+            let row = s.row_count + 1;
+            s.set_row(row, demo_row(&mut rng, n));
+        }
+    });
+    let second = read_all(&conn, Some(cursor)).await.unwrap();
+    let got = changes(&second);
+    assert_eq!(got.len(), 6, "{got:?}");
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|c| match c {
+            Change::Upsert(r) => format!("u:{}", r.id.as_ref().unwrap()),
+            Change::Delete { id, .. } => format!("d:{id}"),
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "d:BK-000100",
+            "u:BK-000009",
+            "u:BK-001499",
+            "u:BK-002899",
+            "u:BK-003001",
+            "u:BK-003002"
+        ]
+    );
+    // A third run sees nothing.
+    let third = read_all(&conn, Some(second.last().unwrap().cursor.clone()))
+        .await
+        .unwrap();
+    assert!(changes(&third).is_empty());
+}
+
+fn move_column_c_to_n(s: &mut SimSheet) {
+    for row in 1..=s.row_count {
+        let v = s.cell(row, 2).clone();
+        for c in 2..13 {
+            let next = s.cell(row, c + 1).clone();
+            s.set(row, c, next);
+        }
+        s.set(row, 13, v);
+    }
+    s.column_count = 14;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_column_fails_with_schema_mismatch() {
+    let env = start(unlimited(), bookings(200, false), None).await;
+    let conn = connector(&env, config(&env));
+    let first = read_all(&conn, None).await.unwrap();
+    let cursor = first.last().unwrap().cursor.clone();
+    env.data
+        .with_sheet(SPREADSHEET, "Bookings", move_column_c_to_n);
+    // Against the headers remembered in the cursor.
+    let err = read_all(&conn, Some(cursor)).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::SchemaMismatch);
+    let cols = err.context_value("columns").unwrap();
+    assert!(cols.contains('C') && cols.contains('N'), "{err}");
+    assert!(err.to_string().contains("now in column N"), "{err}");
+    // And against configured expected headers, on a full read.
+    let cfg = config(&env)
+        .expected_header("A", "Booking ID")
+        .expected_header("C", "Campaign");
+    let err = read_all(&connector(&env, cfg), None).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::SchemaMismatch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_of_500_rows_is_one_call_and_lands_by_key_after_inserts() {
+    let env = start(unlimited(), bookings(1000, false), None).await;
+    let conn = connector(&env, config(&env).write_back(write_back()));
+    assert!(conn.capabilities().upsert);
+    // Someone inserts 3 rows near the top after the bookings were read.
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        s.insert_rows(2, 3);
+        s.set(2, 0, SimCell::Text("BK-NEW-1".into()));
+    });
+    let records: Vec<Record> = (1..=500)
+        .map(|n| {
+            Record::new()
+                .with("booking_id", format!("BK-{n:06}"))
+                .with(
+                    "actual_spend",
+                    Value::Decimal(format!("{n}.1").parse().unwrap()),
+                )
+                .with("pacing_percent", Value::Decimal("0.875".parse().unwrap()))
+                .with("campaign_id", format!("C-{n}"))
+                .with("campaign_status", "active")
+        })
+        .collect();
+    assert_eq!(conn.max_batch("bookings"), 500);
+    let out = conn
+        .write(
+            "bookings",
+            WriteBatch::upsert("booking_id", records.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 500);
+    assert!(
+        out.iter().all(|o| matches!(o, WriteOutcome::Updated(_))),
+        "{out:?}"
+    );
+    assert_eq!(count(&env, "POST", "/values:batchUpdate"), 1);
+    // Booking n is on row n + 1 + 3 now; its figures are there.
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        for n in [1u32, 250, 500] {
+            let row = n + 4;
+            assert_eq!(s.cell(row, 0), &SimCell::Text(format!("BK-{n:06}")));
+            assert_eq!(s.cell(row, 9), &SimCell::Number(format!("{n}.1")));
+            assert_eq!(s.cell(row, 11), &SimCell::Text(format!("C-{n}")));
+        }
+        assert_eq!(s.cell(505, 9), &SimCell::Empty);
+    });
+    // The same batch again changes nothing and sends no update.
+    let again = conn
+        .write("bookings", WriteBatch::upsert("booking_id", records))
+        .await
+        .unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, WriteOutcome::Unchanged(_)))
+    );
+    assert_eq!(count(&env, "POST", "/values:batchUpdate"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_burst_and_a_token_expiry_mid_read_read_every_row_once() {
+    let plan = FaultPlan::from_yaml(
+        r#"
+seed: 3
+rules:
+  - fault: { kind: rate_limited, retry_after_s: 1, burst: 3 }
+    when: { nth: [3] }
+    match: { path_prefix: /v4/ }
+  - fault: { kind: expire_token }
+    when: { nth: [6] }
+    match: { path_prefix: /v4/ }
+"#,
+    )
+    .unwrap();
+    let env = start(unlimited(), bookings(5000, false), Some(plan)).await;
+    let conn = connector(&env, config(&env).page_size(500));
+    let pages = read_all(&conn, None).await.unwrap();
+    let all = changes(&pages);
+    let ids: HashSet<_> = all.iter().filter_map(|c| c.id().cloned()).collect();
+    assert_eq!(all.len(), 5000);
+    assert_eq!(ids.len(), 5000);
+    let log = env.handle.request_log();
+    assert_eq!(log.count_status(429), 3);
+    assert!(log.count_status(401) >= 1);
+    assert!(count(&env, "POST", "/token") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_row_6_of_900_reads_898_rows() {
+    let mut sheet = bookings(899, false);
+    sheet.cells[5] = Vec::new(); // row 6
+    let env = start(unlimited(), sheet, None).await;
+    let conn = connector(&env, config(&env).page_size(100));
+    let all = changes(&read_all(&conn, None).await.unwrap());
+    assert_eq!(all.len(), 898);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_become_row_problems_not_panics() {
+    let env = start(unlimited(), bookings(1000, true), None).await;
+    let conn = connector(&env, config(&env));
+    let all = changes(&read_all(&conn, None).await.unwrap());
+    // 10 bad rows: 2 blank (skipped), and blank key, #REF!, "TBC" date,
+    // repeated key, two of each, flagged.
+    assert_eq!(all.len(), 998);
+    let flagged: Vec<_> = upserts(&all)
+        .into_iter()
+        .filter(|r| r.get(ERRORS_FIELD).is_some())
+        .collect();
+    assert_eq!(flagged.len(), 8);
+    let text = format!("{flagged:?}");
+    for needle in ["#REF!", "TBC", "duplicate key", "key cell is blank"] {
+        assert!(text.contains(needle), "{needle}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_blank_and_colliding_headers_give_five_stable_columns() {
+    let mut sheet = SimSheet::new(0, "Tasks", 3, 5);
+    let h = ["A", "A", "", "Task ID", "task_id"];
+    sheet.set_row(
+        1,
+        h.iter()
+            .map(|s| {
+                if s.is_empty() {
+                    SimCell::Empty
+                } else {
+                    SimCell::Text((*s).into())
+                }
+            })
+            .collect(),
+    );
+    sheet.set_row(
+        2,
+        ["x", "y", "z", "T-1", "t1"]
+            .iter()
+            .map(|s| SimCell::Text((*s).into()))
+            .collect(),
+    );
+    sheet.set_row(
+        3,
+        ["x2", "y2", "z2", "T-2", "t2"]
+            .iter()
+            .map(|s| SimCell::Text((*s).into()))
+            .collect(),
+    );
+    let env = start(unlimited(), sheet, None).await;
+    let cfg = SheetsConfig::builder(SPREADSHEET, "Tasks")
+        .key_field("task_id")
+        .rate_limit(RateLimit::new(1000, Duration::from_secs(1)))
+        .base_url(env.handle.base_url());
+    let conn = connector(&env, cfg);
+    let all = changes(&read_all(&conn, None).await.unwrap());
+    assert_eq!(all.len(), 2);
+    let r = upserts(&all)[0];
+    let names: Vec<_> = r
+        .fields
+        .keys()
+        .filter(|k| !k.starts_with("_sheet"))
+        .cloned()
+        .collect();
+    assert_eq!(names, ["a", "a_b", "column_c", "task_id", "task_id_e"]);
+    // "Task ID" (column D) is the `task_id` key; column E became `task_id_e`.
+    assert_eq!(r.id.as_ref().unwrap().as_str(), "T-1");
+    assert_eq!(r.get("task_id_e"), Some(&Value::Text("t1".into())));
+    let schema = conn.describe("Tasks").await.unwrap();
+    assert_eq!(schema.fields.len(), 5);
+    assert_eq!(schema.fields[3].label, "Task ID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_exponents_and_serial_dates_round_trip_unchanged() {
+    let mut sheet = SimSheet::new(0, "Codes", 2, 4);
+    sheet.set_row(
+        1,
+        ["Key", "Code", "Sci", "Day"]
+            .iter()
+            .map(|s| SimCell::Text((*s).into()))
+            .collect(),
+    );
+    sheet.set_row(
+        2,
+        vec![
+            SimCell::Text("K1".into()),
+            SimCell::Text("0003".into()),
+            SimCell::Text("23E123123".into()),
+            SimCell::Date(43831),
+        ],
+    );
+    let env = start(unlimited(), sheet, None).await;
+    let cols =
+        ColumnMapping::new([("A", "key"), ("B", "code"), ("C", "sci"), ("D", "day")]).unwrap();
+    let wb = WriteBackColumns::new(
+        ColumnMapping::new([("B", "code"), ("C", "sci"), ("D", "day")]).unwrap(),
+    );
+    let cfg = SheetsConfig::builder(SPREADSHEET, "Codes")
+        .columns(cols)
+        .key_field("key")
+        .with_column_type("day", ColumnType::Date)
+        .write_back(wb)
+        .rate_limit(RateLimit::new(1000, Duration::from_secs(1)))
+        .base_url(env.handle.base_url());
+    let conn = connector(&env, cfg);
+    let all = changes(&read_all(&conn, None).await.unwrap());
+    let r = upserts(&all)[0].clone();
+    assert_eq!(r.get("code"), Some(&Value::Text("0003".into())));
+    assert_eq!(r.get("sci"), Some(&Value::Text("23E123123".into())));
+    assert_eq!(r.get("day").unwrap().to_string(), "2020-01-01");
+    // Clear the cells, then write the record back: the same cells return.
+    env.data.with_sheet(SPREADSHEET, "Codes", |s| {
+        s.set(2, 1, SimCell::Text("x".into()));
+        s.set(2, 2, SimCell::Text("y".into()));
+    });
+    let out = conn
+        .write("Codes", WriteBatch::upsert("key", vec![r]))
+        .await
+        .unwrap();
+    assert!(matches!(out[0], WriteOutcome::Updated(_)), "{out:?}");
+    env.data.with_sheet(SPREADSHEET, "Codes", |s| {
+        assert_eq!(s.cell(2, 1), &SimCell::Text("0003".into()));
+        assert_eq!(s.cell(2, 2), &SimCell::Text("23E123123".into()));
+        assert_eq!(s.cell(2, 3), &SimCell::Date(43831));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_tab_is_found_by_sheet_id() {
+    let mut sheet = bookings(50, false);
+    sheet.sheet_id = 777;
+    let env = start(unlimited(), sheet, None).await;
+    let conn = connector(&env, config(&env));
+    let first = read_all(&conn, None).await.unwrap();
+    let cursor = first.last().unwrap().cursor.clone();
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        s.title = "Bookings (old)".into()
+    });
+    let second = read_all(&conn, Some(cursor)).await.unwrap();
+    assert!(changes(&second).is_empty());
+    // Without the cursor's sheetId the tab is not found: a clear error.
+    let err = read_all(&conn, None).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::NotFound);
+    // With sheet_id configured it is.
+    let by_id = connector(&env, config(&env).sheet_id(777));
+    assert_eq!(changes(&read_all(&by_id, None).await.unwrap()).len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_minute_read_quota_is_waited_out_and_every_tab_is_read() {
+    // 12 tabs, a read quota of 5 requests per 1-second window (Google: 60
+    // per minute per user), clients that do not pace themselves.
+    let cfg = SheetsSimConfig::default().quotas(Some(5), None, Duration::from_secs(1));
+    let env = start(cfg, bookings(30, false), None).await;
+    env.data.with_spreadsheet(SPREADSHEET, |ss| {
+        for t in 1..12 {
+            let mut s = ss.sheets[0].clone();
+            s.sheet_id = t;
+            s.title = format!("Tab {t}");
+            ss.sheets.push(s);
+        }
+    });
+    let mut total = 0;
+    for t in 0..12 {
+        let title = if t == 0 {
+            "Bookings".to_owned()
+        } else {
+            format!("Tab {t}")
+        };
+        let cfg = SheetsConfig::builder(SPREADSHEET, title)
+            .columns(seed_columns())
+            .rate_limit(RateLimit::new(1000, Duration::from_secs(1)))
+            .base_url(env.handle.base_url());
+        total += changes(&read_all(&connector(&env, cfg), None).await.unwrap()).len();
+    }
+    assert_eq!(total, 12 * 30);
+    assert!(env.handle.request_log().count_status(429) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_are_chunked_or_refused_clearly() {
+    let env = start(unlimited().max_cells(20_000), bookings(600, false), None).await;
+    // Chunked: 600 rows x 4 cells with at most 1,000 cells per request.
+    let wb = write_back()
+        .max_cells_per_request(1000)
+        .append_new_rows(true);
+    let conn = connector(&env, config(&env).write_back(wb));
+    let records: Vec<Record> = (1..=600)
+        .map(|n| {
+            Record::new()
+                .with("booking_id", format!("BK-{n:06}"))
+                .with("actual_spend", Value::Int(n))
+                .with("pacing_percent", Value::Int(1))
+                .with("campaign_id", "C")
+                .with("campaign_status", "live")
+        })
+        .collect();
+    let out = conn
+        .write("bookings", WriteBatch::upsert("booking_id", records))
+        .await
+        .unwrap();
+    assert!(out.iter().all(WriteOutcome::is_ok));
+    assert_eq!(count(&env, "POST", "/values:batchUpdate"), 3);
+    // Appending past the spreadsheet's cell limit: the chunks that fit are
+    // appended, every row after the limit is rejected with Google's message
+    // about it, and none is lost silently.
+    let new: Vec<Record> = (0..1000)
+        .map(|n| {
+            Record::new()
+                .with("booking_id", format!("NEW-{n}"))
+                .with("actual_spend", Value::Int(1))
+        })
+        .collect();
+    let out = conn
+        .write("bookings", WriteBatch::upsert("booking_id", new))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 1000);
+    let created = out
+        .iter()
+        .filter(|o| matches!(o, WriteOutcome::Created(_)))
+        .count();
+    let rejected: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            WriteOutcome::Rejected { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created + rejected.len(), 1000);
+    assert!(!rejected.is_empty() && created < 1000);
+    let msg = rejected[0].to_string();
+    assert!(msg.contains("limit of 20000 cells"), "{msg}");
+    let cells = env
+        .data
+        .with_spreadsheet(SPREADSHEET, |ss| ss.cells())
+        .unwrap();
+    assert!(cells <= 20_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_keys_use_the_jwt_bearer_grant() {
+    let env = start(unlimited(), bookings(20, false), None).await;
+    let pem = include_str!("fixtures/test_service_account_key.pem");
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "sim-project",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": SheetsSimConfig::default().service_account_email,
+        "client_id": "1",
+        "token_uri": env.handle.url("/token"),
+    });
+    let creds = GoogleCredentials::from_json(&key.to_string()).unwrap();
+    assert!(!format!("{creds:?}").contains("PRIVATE KEY"));
+    let conn = crm_sheets::SheetsConnector::new(config(&env), &creds).unwrap();
+    conn.check().await.unwrap();
+    assert_eq!(changes(&read_all(&conn, None).await.unwrap()).len(), 20);
+    let grants = env.handle.request_log().count(|r| r.path == "/token");
+    assert_eq!(grants, 1);
+}
