@@ -12,6 +12,9 @@ pub mod source;
 pub mod webhook;
 pub mod wire;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 use async_trait::async_trait;
 use crm_core::{Capabilities, Connector, ObjectSchema, Result};
 
