@@ -17,3 +17,6 @@ pub use client::SalesforceClient;
 pub use config::{ApiVersion, Credentials, LoginHost, SalesforceConfig, SalesforceConfigBuilder};
 pub use error::{ErrorCode, SalesforceClassifier, SalesforceError};
 pub use source::{CursorState, SalesforceConnector};
+
+#[cfg(feature = "sim")]
+pub mod sim;
