@@ -4,11 +4,11 @@
 //! WHERE ... IS DISTINCT FROM ...` that reports created / updated rows and
 //! leaves unchanged rows untouched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
 use crm_core::{Value, ValueType};
 use indexmap::IndexMap;
 use rust_decimal::Decimal;
@@ -461,6 +461,12 @@ fn upsert_sql(plan: &Plan, source: &str, synced_param: &str) -> String {
 }
 
 /// Upserts `rows` (unique keys) and says what happened to each, in order.
+///
+/// The bulk path first asks which keys are stored: new rows go straight
+/// into the table with `COPY` (created), stored ones through the staging
+/// table and the `ON CONFLICT` upsert (updated or unchanged). A row inserted
+/// by someone else in between makes the `COPY` fail with a unique
+/// violation; the sink then redoes the batch row by row with upserts.
 pub(crate) async fn upsert(
     conn: &mut PgConnection,
     plan: &Plan,
@@ -468,10 +474,34 @@ pub(crate) async fn upsert(
     synced_at: DateTime<Utc>,
     bulk: bool,
 ) -> Result<Vec<Written>, DbError> {
-    let returned = if bulk {
-        copy_upsert(conn, plan, rows, synced_at).await?
+    let (existing, returned) = if bulk {
+        let existing = existing_keys(conn, plan, rows).await?;
+        let (fresh, stored): (Vec<&Prepared>, Vec<&Prepared>) =
+            rows.iter().partition(|p| !existing.contains(&p.key));
+        if !fresh.is_empty() {
+            let mut cols: Vec<String> = plan
+                .columns
+                .iter()
+                .map(|c| quote_ident(&c.name, PG))
+                .collect();
+            if plan.synced_at {
+                cols.push(quote_ident("synced_at", PG));
+            }
+            let stmt = format!(
+                "COPY {} ({}) FROM STDIN",
+                quote_table(&plan.table.name, PG),
+                cols.join(", ")
+            );
+            copy_rows(conn, &stmt, &fresh, plan.synced_at.then_some(&synced_at)).await?;
+        }
+        let returned = if stored.is_empty() {
+            Vec::new()
+        } else {
+            copy_upsert(conn, plan, &stored, synced_at).await?
+        };
+        (Some(existing), returned)
     } else {
-        unnest_upsert(conn, plan, rows, synced_at).await?
+        (None, unnest_upsert(conn, plan, rows, synced_at).await?)
     };
     let mut by_key: HashMap<String, bool> = HashMap::with_capacity(returned.len());
     for r in returned {
@@ -485,12 +515,113 @@ pub(crate) async fn upsert(
     }
     Ok(rows
         .iter()
-        .map(|p| match by_key.get(&p.key) {
-            Some(true) => Written::Created,
-            Some(false) => Written::Updated,
-            None => Written::Unchanged,
+        .map(|p| {
+            if existing.as_ref().is_some_and(|e| !e.contains(&p.key)) {
+                return Written::Created;
+            }
+            match by_key.get(&p.key) {
+                Some(true) => Written::Created,
+                Some(false) => Written::Updated,
+                None => Written::Unchanged,
+            }
         })
         .collect())
+}
+
+/// The keys of `rows` already in the table, as [`key_string`]s.
+async fn existing_keys(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    rows: &[&Prepared],
+) -> Result<HashSet<String>, DbError> {
+    let arrays = plan
+        .key
+        .iter()
+        .enumerate()
+        .map(|(j, &k)| format!("${}::{}", j + 1, array_type(&plan.columns[k]).0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names = (0..plan.key.len())
+        .map(|j| format!("c{j}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let on = plan
+        .key
+        .iter()
+        .enumerate()
+        .map(|(j, &k)| {
+            let col = &plan.columns[k];
+            let rhs = match array_type(col).1 {
+                Some(cast) => format!("u.c{j}::{cast}"),
+                None => format!("u.c{j}"),
+            };
+            format!("t.{} = {rhs}", quote_ident(&col.name, PG))
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let select = plan
+        .key
+        .iter()
+        .map(|&k| format!("t.{}", quote_ident(&plan.columns[k].name, PG)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {select} FROM {} AS t JOIN UNNEST({arrays}) AS u({names}) ON {on}",
+        quote_table(&plan.table.name, PG)
+    );
+    let mut q = sqlx::query(&sql);
+    for &k in &plan.key {
+        q = bind_column(q, &plan.columns[k], rows.iter().map(move |r| &r.values[k]));
+    }
+    let found = q.fetch_all(&mut *conn).await?;
+    let mut out = HashSet::with_capacity(found.len());
+    for r in &found {
+        let r = decode_row(r, None)?;
+        let key: Vec<Value> = r.into_values().collect();
+        out.insert(key_string(&key));
+    }
+    Ok(out)
+}
+
+/// Streams `rows` (plus `synced_at` when given) into a `COPY ... FROM STDIN`.
+async fn copy_rows(
+    conn: &mut PgConnection,
+    statement: &str,
+    rows: &[&Prepared],
+    synced_at: Option<&DateTime<Utc>>,
+) -> Result<u64, DbError> {
+    const CHUNK: usize = 1 << 20;
+    let synced = synced_at.map(|t| {
+        let mut b = Vec::new();
+        copy_text(&mut b, &Value::DateTime(*t));
+        b
+    });
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+    for r in rows {
+        for (i, v) in r.values.iter().enumerate() {
+            if i > 0 {
+                buf.push(b'\t');
+            }
+            copy_text(&mut buf, v);
+        }
+        if let Some(s) = &synced {
+            buf.push(b'\t');
+            buf.extend_from_slice(s);
+        }
+        buf.push(b'\n');
+        if buf.len() >= CHUNK {
+            copy.send(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(CHUNK + 4096),
+            ))
+            .await?;
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(buf).await?;
+    }
+    Ok(copy.finish().await?)
 }
 
 async fn unnest_upsert(
@@ -553,27 +684,13 @@ async fn copy_upsert(
         .map(|i| format!("c{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY crm_stage ({names}) FROM STDIN"))
-        .await?;
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    for r in rows {
-        for (i, v) in r.values.iter().enumerate() {
-            if i > 0 {
-                buf.push(b'\t');
-            }
-            copy_text(&mut buf, v);
-        }
-        buf.push(b'\n');
-        if buf.len() >= 1 << 20 {
-            copy.send(std::mem::take(&mut buf)).await?;
-            buf.reserve(1 << 20);
-        }
-    }
-    if !buf.is_empty() {
-        copy.send(buf).await?;
-    }
-    copy.finish().await?;
+    copy_rows(
+        conn,
+        &format!("COPY crm_stage ({names}) FROM STDIN"),
+        rows,
+        None,
+    )
+    .await?;
     let sql = upsert_sql(plan, "crm_stage s", "$1");
     let mut q = sqlx::query(&sql);
     if plan.synced_at {
@@ -614,8 +731,18 @@ fn copy_text(buf: &mut Vec<u8>, v: &Value) {
         }
         Value::Int(i) => write!(buf, "{i}"),
         Value::Decimal(d) => write!(buf, "{d}"),
-        Value::Date(d) => write!(buf, "{}", d.format("%Y-%m-%d")),
-        Value::DateTime(t) => write!(buf, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00")),
+        Value::Date(d) => write!(buf, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
+        Value::DateTime(t) => write!(
+            buf,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.timestamp_subsec_micros()
+        ),
         Value::Text(s) => {
             escaped(buf, s);
             Ok(())

@@ -106,59 +106,80 @@ fn is_row_level(e: &DbError) -> bool {
     }
 }
 
-impl SqlConnector {
-    fn column_order(table: &TableInfo, names: &mut [String]) {
-        names.sort_by_key(|n| table.columns.iter().position(|c| &c.name == n));
+/// Column positions of a table by name, built once per batch.
+pub(crate) struct ColumnIndex<'t> {
+    table: &'t TableInfo,
+    by_name: HashMap<&'t str, usize>,
+}
+
+impl<'t> ColumnIndex<'t> {
+    fn new(table: &'t TableInfo) -> Self {
+        ColumnIndex {
+            table,
+            by_name: table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), i))
+                .collect(),
+        }
     }
 
-    /// Checks and converts `record` for `table`; `Err` is the rejection.
+    fn get(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+}
+
+impl SqlConnector {
+    /// Checks and converts `record` for the table; `Err` is the rejection.
+    /// Returns the positions of the columns written (in table order) and
+    /// the prepared row.
     fn prepare(
         &self,
-        table: &TableInfo,
+        cols: &ColumnIndex<'_>,
         key_cols: &[String],
         index: usize,
         record: &Record,
-    ) -> std::result::Result<(Vec<String>, Prepared), Error> {
+    ) -> std::result::Result<(Vec<usize>, Prepared), Error> {
         let dialect = self.pool.kind();
-        let mut fields: Vec<(String, Value)> = Vec::with_capacity(record.fields.len() + 1);
+        let table = cols.table;
+        let mut slots: Vec<Option<Value>> = vec![None; table.columns.len()];
+        let mut put = |name: &str, value: &Value| -> std::result::Result<(), Error> {
+            let Some(i) = cols.get(name) else {
+                return Err(Error::new(
+                    ErrorKind::SchemaMismatch,
+                    format!("table `{}` has no column `{name}`", table.name),
+                )
+                .with_context("field", name));
+            };
+            let v = coerce(value, &table.columns[i], dialect).map_err(|msg| {
+                Error::invalid_input(format!("`{name}`: {msg}")).with_context("field", name)
+            })?;
+            slots[i] = Some(v);
+            Ok(())
+        };
         for (name, value) in &record.fields {
-            if name == "synced_at" && table.column("synced_at").is_some() {
+            if name == "synced_at" && cols.get("synced_at").is_some() {
                 continue;
             }
-            fields.push((name.clone(), value.clone()));
+            put(name, value)?;
         }
         let cursor = &self.cfg.cursor_column;
         if let Some(at) = record.updated_at
-            && table.column(cursor).is_some()
+            && cols.get(cursor).is_some()
             && !record.fields.contains_key(cursor)
         {
-            fields.push((cursor.clone(), Value::DateTime(at)));
+            put(cursor, &Value::DateTime(at))?;
         }
         if key_cols.len() == 1
             && !record.fields.contains_key(&key_cols[0])
             && let Some(id) = &record.id
         {
-            fields.push((key_cols[0].clone(), Value::Text(id.to_string())));
-        }
-        let mut names = Vec::with_capacity(fields.len());
-        let mut values: HashMap<String, Value> = HashMap::with_capacity(fields.len());
-        for (name, value) in fields {
-            let Some(col) = table.column(&name) else {
-                return Err(Error::new(
-                    ErrorKind::SchemaMismatch,
-                    format!("table `{}` has no column `{name}`", table.name),
-                )
-                .with_context("field", &name));
-            };
-            let v = coerce(&value, col, dialect).map_err(|msg| {
-                Error::invalid_input(format!("`{name}`: {msg}")).with_context("field", &name)
-            })?;
-            names.push(name.clone());
-            values.insert(name, v);
+            put(&key_cols[0], &Value::Text(id.to_string()))?;
         }
         let mut key = Vec::with_capacity(key_cols.len());
         for k in key_cols {
-            match values.get(k) {
+            match cols.get(k).and_then(|i| slots[i].as_ref()) {
                 Some(v) if !v.is_null() => key.push(v.clone()),
                 _ => {
                     return Err(Error::invalid_input(format!("the key `{k}` has no value"))
@@ -166,28 +187,36 @@ impl SqlConnector {
                 }
             }
         }
-        Self::column_order(table, &mut names);
-        let values = names
-            .iter()
-            .map(|n| values.remove(n).unwrap_or(Value::Null))
-            .collect();
-        let key_text = key_string(&key);
+        let mut present = Vec::with_capacity(record.fields.len() + 1);
+        let mut values = Vec::with_capacity(record.fields.len() + 1);
+        for (i, slot) in slots.into_iter().enumerate() {
+            if let Some(v) = slot {
+                present.push(i);
+                values.push(v);
+            }
+        }
+        let (id, key) = if key.len() == 1 {
+            let k = key_part(&key[0]);
+            (RecordId::new(k.clone()), k)
+        } else {
+            (
+                RecordId::new(key.iter().map(key_part).collect::<Vec<_>>().join(",")),
+                key_string(&key),
+            )
+        };
         Ok((
-            names,
+            present,
             Prepared {
                 index,
-                id: RecordId::new(key.iter().map(key_part).collect::<Vec<_>>().join(",")),
-                key: key_text,
+                id,
+                key,
                 values,
             },
         ))
     }
 
-    fn plan(table: &Arc<TableInfo>, names: &[String], key_cols: &[String]) -> Plan {
-        let columns: Vec<ColumnInfo> = names
-            .iter()
-            .filter_map(|n| table.column(n).cloned())
-            .collect();
+    fn plan(table: &Arc<TableInfo>, present: &[usize], key_cols: &[String]) -> Plan {
+        let columns: Vec<ColumnInfo> = present.iter().map(|&i| table.columns[i].clone()).collect();
         let key = key_cols
             .iter()
             .filter_map(|k| columns.iter().position(|c| &c.name == k))
@@ -234,12 +263,17 @@ impl SqlConnector {
         }
         let mut outcomes: Vec<Option<WriteOutcome>> = (0..records.len()).map(|_| None).collect();
         // Group records by the fields they carry: each group is one statement shape.
-        let mut groups: Vec<(Vec<String>, Vec<Prepared>)> = Vec::new();
+        let cols = ColumnIndex::new(&table);
+        let mut groups: Vec<(Vec<usize>, Vec<Prepared>)> = Vec::new();
+        let mut group_of: HashMap<Vec<usize>, usize> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
-            match self.prepare(&table, &key_cols, i, r) {
-                Ok((names, p)) => match groups.iter_mut().find(|(n, _)| *n == names) {
-                    Some((_, g)) => g.push(p),
-                    None => groups.push((names, vec![p])),
+            match self.prepare(&cols, &key_cols, i, r) {
+                Ok((present, p)) => match group_of.get(&present) {
+                    Some(&g) => groups[g].1.push(p),
+                    None => {
+                        group_of.insert(present.clone(), groups.len());
+                        groups.push((present, vec![p]));
+                    }
                 },
                 Err(e) => {
                     outcomes[i] = Some(reject(
@@ -252,7 +286,7 @@ impl SqlConnector {
         }
         let plans: Vec<(Plan, Vec<Prepared>)> = groups
             .into_iter()
-            .map(|(names, rows)| (Self::plan(&table, &names, &key_cols), rows))
+            .map(|(present, rows)| (Self::plan(&table, &present, &key_cols), rows))
             .collect();
         let now = Utc::now();
         let total: usize = plans.iter().map(|(_, r)| r.len()).sum();
@@ -368,16 +402,17 @@ impl SqlConnector {
             .with_operation(op));
         }
         let mut out = Vec::with_capacity(batch.records.len());
+        let cols = ColumnIndex::new(&table);
         let mut tx = self.begin(op).await?;
         for (i, r) in batch.records.iter().enumerate() {
-            let prepared = match self.prepare(&table, &pk, i, r) {
+            let prepared = match self.prepare(&cols, &pk, i, r) {
                 Ok(p) => p,
                 Err(e)
                     if matches!(batch.op, WriteOp::Create)
                         && pk.iter().any(|k| !r.fields.contains_key(k)) =>
                 {
                     // Keys the database generates: prepare without them.
-                    match self.prepare(&table, &[], i, r) {
+                    match self.prepare(&cols, &[], i, r) {
                         Ok(p) => p,
                         Err(_) => {
                             out.push(reject(i, e.with_operation(op)));
@@ -390,8 +425,8 @@ impl SqlConnector {
                     continue;
                 }
             };
-            let (names, p) = prepared;
-            let plan = Self::plan(&table, &names, &pk);
+            let (present, p) = prepared;
+            let plan = Self::plan(&table, &present, &pk);
             tx.savepoint()
                 .await
                 .map_err(|e| e.into_error(op, &self.redactor))?;
