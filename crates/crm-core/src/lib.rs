@@ -35,7 +35,7 @@ pub use connector::{
 };
 pub use error::{Error, ErrorKind, Result, Retry};
 pub use mapping::{Direction, FieldMap, Flow, Mapping, MappingErrors, Transform};
-pub use record::{Record, RecordId};
+pub use record::{METADATA_PREFIX, PROBLEMS_FIELD, Record, RecordId};
 pub use schema::{FieldSchema, FieldType, ObjectSchema, PicklistValue};
 pub use value::{Value, ValueType};
 

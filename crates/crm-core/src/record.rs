@@ -8,6 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::value::Value;
 
+/// Fields whose name starts with this prefix are source metadata (the sheet
+/// row a record came from, problems the source found): they travel with the
+/// record through a pipeline but are never stored at the destination.
+pub const METADATA_PREFIX: &str = "_";
+
+/// The field a source fills with the problems it found in a record (cells
+/// it could not read, formula errors), as a JSON array of objects with at
+/// least `field` and `problem`. A pipeline treats such a record as invalid.
+pub const PROBLEMS_FIELD: &str = "_problems";
+
 /// The id of a record in the system that holds it (a Salesforce `Id`, a
 /// HubSpot object id, a sheet row key, a SQL primary key rendered as text).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -157,6 +167,39 @@ impl Record {
         Some(Value::from_json(json.clone()))
     }
 
+    /// The problems a source recorded in [`PROBLEMS_FIELD`], as
+    /// `(field, problem)` pairs; empty when there are none.
+    pub fn source_problems(&self) -> Vec<(String, String)> {
+        let Some(Value::Json(serde_json::Value::Array(items))) = self.get(PROBLEMS_FIELD) else {
+            return match self.get(PROBLEMS_FIELD) {
+                Some(v) if !v.is_blank() => vec![(String::new(), v.to_string())],
+                _ => Vec::new(),
+            };
+        };
+        items
+            .iter()
+            .map(|item| {
+                let text = |k: &str| {
+                    item.get(k)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let problem = match item {
+                    serde_json::Value::String(s) => s.clone(),
+                    _ => text("problem"),
+                };
+                (text("field"), problem)
+            })
+            .collect()
+    }
+
+    /// Removes the source metadata fields (see [`METADATA_PREFIX`]).
+    pub fn strip_metadata(&mut self) {
+        self.fields
+            .retain(|name, _| !name.starts_with(METADATA_PREFIX));
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()
@@ -230,6 +273,24 @@ mod tests {
         assert_eq!(r.get_path("j.x.y.1"), Some(Value::Int(20)));
         assert_eq!(r.get_path("j.x.z"), None);
         assert_eq!(r.get_path("missing.x"), None);
+    }
+
+    #[test]
+    fn source_problems_and_metadata() {
+        let mut r = Record::new()
+            .with("budget", Value::Null)
+            .with("_row", 7i64)
+            .with(
+                PROBLEMS_FIELD,
+                serde_json::json!([{"column": "F", "field": "budget", "problem": "#REF!"}]),
+            );
+        assert_eq!(
+            r.source_problems(),
+            [("budget".to_owned(), "#REF!".to_owned())]
+        );
+        r.strip_metadata();
+        assert_eq!(r.fields.keys().collect::<Vec<_>>(), ["budget"]);
+        assert!(r.source_problems().is_empty());
     }
 
     #[test]

@@ -24,8 +24,10 @@ use crate::cell::{Cell, ColumnType, cell_to_value};
 /// Informational only: rows shift when rows are inserted above them.
 pub const ROW_FIELD: &str = "_sheet_row";
 
-/// The record field holding a row's problems, when it has any.
-pub const ERRORS_FIELD: &str = "_sheet_errors";
+/// The record field holding a row's problems, when it has any: crm-core's
+/// [`PROBLEMS_FIELD`](crm_core::PROBLEMS_FIELD), so pipelines reject the row
+/// with the reason.
+pub const ERRORS_FIELD: &str = crm_core::PROBLEMS_FIELD;
 
 /// One problem of one row.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -352,29 +352,42 @@ impl<'a> Pipeline<'a> {
         rows: Vec<(usize, Record)>,
         report: &mut RunReport,
     ) -> Result<Vec<(usize, Record)>> {
-        let Some(validator) = validator else {
-            report.valid += rows.len() as u64;
-            return Ok(rows);
-        };
         let mut valid = Vec::with_capacity(rows.len());
         for (i, row) in rows {
-            match validator.validate(&row, i) {
-                Ok(clean) => {
+            // Problems the source found (unreadable cells, formula errors)
+            // and every failed rule, together: a report per record.
+            let mut failed: Vec<(String, String, String)> = row
+                .source_problems()
+                .into_iter()
+                .map(|(field, problem)| (field, "source".to_owned(), problem))
+                .collect();
+            let outcome = match validator.as_mut() {
+                Some(v) => v.validate(&row, i).map_err(|report| {
+                    failed.extend(
+                        report
+                            .failures
+                            .into_iter()
+                            .map(|f| (f.field, f.rule.to_string(), f.message)),
+                    );
+                }),
+                None => Ok(row.clone()),
+            };
+            match outcome {
+                Ok(clean) if failed.is_empty() => {
                     report.valid += 1;
                     valid.push((i, clean));
                 }
-                Err(failed) => {
+                _ => {
                     report.invalid += 1;
-                    for f in &failed.failures {
+                    for (field, rule, _) in &failed {
                         *report
                             .skipped_by_rule
-                            .entry(format!("{}.{}", f.field, f.rule))
+                            .entry(format!("{field}.{rule}"))
                             .or_default() += 1;
                     }
                     let errors = failed
-                        .failures
                         .iter()
-                        .map(|f| format!("{} ({}): {}", f.field, f.rule, f.message))
+                        .map(|(field, rule, message)| format!("{field} ({rule}): {message}"))
                         .collect();
                     let key = self.label(&row);
                     self.dead(Stage::Validate, key, row, errors).await?;
@@ -496,7 +509,13 @@ impl<'a> Pipeline<'a> {
         while rows.peek().is_some() {
             let chunk: Vec<(usize, Record)> = rows.by_ref().take(max).collect();
             let labels: Vec<String> = chunk.iter().map(|(_, r)| self.label(r)).collect();
-            let records: Vec<Record> = chunk.into_iter().map(|(_, r)| r).collect();
+            let records: Vec<Record> = chunk
+                .into_iter()
+                .map(|(_, mut r)| {
+                    r.strip_metadata();
+                    r
+                })
+                .collect();
             let batch = match &self.key_field {
                 Some(key) => WriteBatch::upsert(key.clone(), records.clone()),
                 None => WriteBatch::new(WriteOp::Create, records.clone()),
