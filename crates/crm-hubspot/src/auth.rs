@@ -15,7 +15,8 @@ use url::Url;
 
 use crate::config::{AuthConfig, DEFAULT_AUTHORIZE_URL, HubSpotConfig};
 
-/// How long before expiry an OAuth access token is refreshed.
+/// How long before expiry an OAuth access token is refreshed, by default
+/// ([`crate::HubSpotConfigBuilder::token_refresh_ahead`] changes it).
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(5 * 60);
 
 /// The CRM scopes the connector needs for the default objects.
@@ -53,7 +54,7 @@ pub fn http_auth(config: &HubSpotConfig) -> Result<Auth> {
                 .client_secret(client_secret.clone());
             Ok(Auth::oauth_with(
                 flow,
-                TokenOptions::default().refresh_skew(REFRESH_AHEAD),
+                TokenOptions::default().refresh_skew(config.token_refresh_ahead()),
             ))
         }
     }

@@ -18,6 +18,7 @@ use crm_http::reqwest::Method;
 use crm_http::{
     HttpClient, HubSpotRateLimitHeaders, Metrics, RateLimitConfig, RequestOptions, RetryPolicy,
 };
+use indexmap::IndexMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -28,8 +29,9 @@ use crate::error::HubSpotClassifier;
 use crate::wire::{
     AssociatedRecordPage, AssociationArchiveInput, AssociationBatchCreateResult,
     AssociationBatchReadResult, AssociationCreateInput, AssociationReadInput, BatchInput,
-    BatchReadInput, BatchResponse, CreateInput, HsObject, IdInput, ListPage, Property,
-    PropertyPage, SearchRequest, SearchResult, UpdateInput, UpsertInput,
+    BatchReadInput, BatchResponse, CreateInput, DefaultAssociationInput, DefaultAssociationResult,
+    HsObject, IdInput, ListPage, Paging, Property, PropertyPage, SearchRequest, SearchResult,
+    UpdateInput, UpsertInput,
 };
 
 /// Most inputs one batch call takes.
@@ -65,7 +67,7 @@ impl HubSpotClient {
             .max_attempts(config.max_attempts())
             .max_elapsed(Duration::from_secs(300));
         let mut general =
-            RateLimitConfig::new(limits.per_ten_seconds, Duration::from_secs(10)).max_in_flight(10);
+            RateLimitConfig::new(limits.per_ten_seconds, limits.window).max_in_flight(10);
         if let Some(daily) = limits.daily {
             general = general.daily_quota(daily);
         }
@@ -548,6 +550,106 @@ impl Associations<'_> {
                 self.batch_url("read")?,
                 &body,
                 RequestOptions::new("associations.batch_read").idempotent(true),
+            )
+            .await
+    }
+
+    /// Every record associated with each of up to 100 from-records, in as
+    /// few batch reads as the answers allow: a from-record whose list does
+    /// not fit in one answer (`paging.next.after` on its result) is read
+    /// on with its `after` in the next call, together with the others
+    /// that have more. From-records HubSpot returns nothing for (no
+    /// associations, or an error such as an unknown id) map to an empty list.
+    ///
+    /// # Errors
+    /// As the HTTP client; [`crm_core::ErrorKind::InvalidInput`] past 100 ids.
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn read_all(&self, ids: &[String]) -> Result<IndexMap<String, Vec<String>>> {
+        check_batch(ids.len(), "associations.batch_read")?;
+        let mut out: IndexMap<String, Vec<String>> =
+            ids.iter().map(|id| (id.clone(), Vec::new())).collect();
+        let mut pending: Vec<AssociationReadInput> = ids
+            .iter()
+            .map(|id| AssociationReadInput {
+                id: id.clone(),
+                after: None,
+            })
+            .collect();
+        while !pending.is_empty() {
+            let body = BatchInput {
+                inputs: std::mem::take(&mut pending),
+            };
+            let sent: Vec<(String, Option<String>)> = body
+                .inputs
+                .iter()
+                .map(|i| (i.id.clone(), i.after.clone()))
+                .collect();
+            let res: AssociationBatchReadResult = self
+                .client
+                .post(
+                    self.batch_url("read")?,
+                    &body,
+                    RequestOptions::new("associations.batch_read").idempotent(true),
+                )
+                .await?;
+            for r in res.results {
+                let Some(list) = out.get_mut(&r.from.id) else {
+                    continue;
+                };
+                for to in r.to {
+                    let id = to.to_object_id.to_string();
+                    if !list.contains(&id) {
+                        list.push(id);
+                    }
+                }
+                if let Some(after) = Paging::next_after(&r.paging) {
+                    // Stop paging a record whose cursor does not move.
+                    let repeat = sent
+                        .iter()
+                        .any(|(id, a)| *id == r.from.id && a.as_deref() == Some(after));
+                    if !repeat {
+                        pending.push(AssociationReadInput {
+                            id: r.from.id.clone(),
+                            after: Some(after.to_owned()),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Links record pairs with the default (most generic, unlabelled)
+    /// association type of the two object types
+    /// (`batch/associate/default`), so no type id has to be known.
+    ///
+    /// # Errors
+    /// As the HTTP client; a 207 answer is `Ok` with `errors` filled.
+    ///
+    /// # Cancel safety
+    /// Safe to repeat: associating twice leaves one association.
+    pub async fn batch_associate_default(
+        &self,
+        inputs: Vec<DefaultAssociationInput>,
+    ) -> Result<DefaultAssociationResult> {
+        check_batch(inputs.len(), "associations.batch_associate_default")?;
+        let url = self.client.path(&[
+            "crm",
+            "v4",
+            "associations",
+            self.from.as_str(),
+            self.to.as_str(),
+            "batch",
+            "associate",
+            "default",
+        ])?;
+        self.client
+            .post(
+                url,
+                &BatchInput { inputs },
+                RequestOptions::new("associations.batch_associate_default").idempotent(true),
             )
             .await
     }

@@ -89,11 +89,7 @@ impl AppType {
             AppType::ApiLimitIncrease => (250, Some(2_000_000)),
             AppType::PublicOAuth => (110, None),
         };
-        RateLimits {
-            per_ten_seconds,
-            daily,
-            search_per_second: 4,
-        }
+        RateLimits::new(per_ten_seconds, daily, 4)
     }
 }
 
@@ -108,6 +104,10 @@ pub struct RateLimits {
     pub daily: Option<u64>,
     /// Search requests per second (search has its own, lower limit).
     pub search_per_second: u32,
+    /// The rolling window `per_ten_seconds` counts over: HubSpot's 10
+    /// seconds, set shorter only to test against a scaled-down simulator.
+    #[serde(skip, default = "RateLimits::ten_seconds")]
+    pub window: Duration,
 }
 
 impl RateLimits {
@@ -117,7 +117,20 @@ impl RateLimits {
             per_ten_seconds,
             daily,
             search_per_second,
+            window: Self::ten_seconds(),
         }
+    }
+
+    fn ten_seconds() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    /// The same limits counted over a different rolling window (for tests
+    /// against a simulator whose window is scaled down).
+    #[must_use]
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
     }
 }
 
@@ -139,6 +152,7 @@ pub struct HubSpotConfig {
     pub(crate) root_certificate_pem: Option<String>,
     pub(crate) timeout: Duration,
     pub(crate) max_attempts: u32,
+    pub(crate) token_refresh_ahead: Duration,
 }
 
 /// Builder (and serde form) of [`HubSpotConfig`].
@@ -187,6 +201,10 @@ pub struct HubSpotConfigBuilder {
     /// Attempts per request including the first (default 6).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How long before expiry an OAuth access token is refreshed (seconds;
+    /// default 300, HubSpot's tokens live 1,800).
+    #[serde(default)]
+    pub token_refresh_ahead_secs: Option<u64>,
 }
 
 impl HubSpotConfig {
@@ -273,6 +291,11 @@ impl HubSpotConfig {
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
+
+    /// How long before expiry an OAuth access token is refreshed.
+    pub fn token_refresh_ahead(&self) -> Duration {
+        self.token_refresh_ahead
+    }
 }
 
 impl HubSpotConfigBuilder {
@@ -292,6 +315,7 @@ impl HubSpotConfigBuilder {
             root_certificate_pem: None,
             timeout_secs: None,
             max_attempts: None,
+            token_refresh_ahead_secs: None,
         }
     }
 
@@ -385,6 +409,13 @@ impl HubSpotConfigBuilder {
         self
     }
 
+    /// Sets how long before expiry OAuth access tokens are refreshed.
+    #[must_use]
+    pub fn token_refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.token_refresh_ahead_secs = Some(ahead.as_secs());
+        self
+    }
+
     /// Sets the attempts per request, including the first.
     #[must_use]
     pub fn max_attempts(mut self, n: u32) -> Self {
@@ -473,6 +504,9 @@ impl HubSpotConfigBuilder {
         if rate_limits.per_ten_seconds == 0 || rate_limits.search_per_second == 0 {
             problems.push("rate limits must be above zero".into());
         }
+        if rate_limits.window.is_zero() {
+            problems.push("rate_limits.window must be above zero".into());
+        }
         if rate_limits.daily == Some(0) {
             problems.push("rate_limits.daily must be above zero (or absent)".into());
         }
@@ -509,6 +543,9 @@ impl HubSpotConfigBuilder {
                 root_certificate_pem: self.root_certificate_pem,
                 timeout: Duration::from_secs(self.timeout_secs.unwrap_or(30)),
                 max_attempts,
+                token_refresh_ahead: self
+                    .token_refresh_ahead_secs
+                    .map_or(crate::auth::REFRESH_AHEAD, Duration::from_secs),
             }),
             _ => Err(HubSpotError::ConfigInvalid(problems.join("; "))),
         }

@@ -70,15 +70,7 @@ impl HubSpot {
     /// # Errors
     /// [`HubSpotError::UnknownObject`] (not found) when the object is not configured.
     pub fn object_type(&self, name: &str) -> Result<String> {
-        let lower = name.trim().to_lowercase();
-        let plural = match lower.as_str() {
-            "contact" => "contacts".to_owned(),
-            "company" => "companies".to_owned(),
-            "deal" | "opportunity" => "deals".to_owned(),
-            "note" => "notes".to_owned(),
-            "task" => "tasks".to_owned(),
-            _ => lower,
-        };
+        let plural = mapping::plural_object_type(name);
         if self.config.objects().contains(&plural) {
             Ok(plural)
         } else {

@@ -47,6 +47,82 @@ pub fn time_property(object: &str) -> &'static str {
     }
 }
 
+/// The prefix of record fields that carry associations: `associations.companies`
+/// holds the ids of the companies a record is associated with.
+pub const ASSOCIATION_PREFIX: &str = "associations.";
+
+/// The plural object type name HubSpot's paths use: `contact`, `Contact`
+/// and `contacts` all give `contacts`; other names are lower-cased.
+pub fn plural_object_type(name: &str) -> String {
+    let lower = name.trim().to_lowercase();
+    match lower.as_str() {
+        "contact" => "contacts".to_owned(),
+        "company" => "companies".to_owned(),
+        "deal" | "opportunity" => "deals".to_owned(),
+        "note" => "notes".to_owned(),
+        "task" => "tasks".to_owned(),
+        _ => lower,
+    }
+}
+
+/// The object type named by an association field (`associations.company`
+/// gives `companies`), or `None` for a property.
+pub fn association_target(field: &str) -> Option<String> {
+    field
+        .strip_prefix(ASSOCIATION_PREFIX)
+        .map(plural_object_type)
+        .filter(|t| !t.is_empty() && !t.contains(['/', '?', '#', ' ']))
+}
+
+/// The field name holding associations with `to` records.
+pub fn association_field(to: &str) -> String {
+    format!("{ASSOCIATION_PREFIX}{to}")
+}
+
+/// The associated ids a written field holds: a JSON array of ids (text
+/// or numbers), a single id, comma-separated ids as text, or null / an
+/// empty text for none.
+///
+/// # Errors
+/// [`HubSpotError::RecordInvalid`] for anything else (an id must be a
+/// positive decimal number).
+pub fn association_ids(field: &str, v: &Value) -> Result<Vec<String>, HubSpotError> {
+    let bad = || {
+        HubSpotError::RecordInvalid(format!(
+            "`{field}` must hold record ids (a list, one id, or comma-separated ids)"
+        ))
+    };
+    let raw: Vec<String> = match v {
+        Value::Null => Vec::new(),
+        Value::Int(i) => vec![i.to_string()],
+        Value::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Value::Json(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|x| match x {
+                serde_json::Value::String(s) => Ok(s.trim().to_owned()),
+                serde_json::Value::Number(n) => Ok(n.to_string()),
+                _ => Err(bad()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad()),
+    };
+    let mut out: Vec<String> = Vec::new();
+    for id in raw {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// The creation-time property.
 pub fn created_property(object: &str) -> &'static str {
     if object == "contacts" {
@@ -221,7 +297,8 @@ pub fn is_system_property(name: &str) -> bool {
 }
 
 /// The properties to write for a record: every field except HubSpot's
-/// system properties (and, when `schema` is given, its read-only ones).
+/// system properties, association fields ([`ASSOCIATION_PREFIX`]) and,
+/// when `schema` is given, its read-only ones.
 ///
 /// # Errors
 /// [`HubSpotError::RecordInvalid`] when a field name is empty.
@@ -236,7 +313,7 @@ pub fn properties_from_record(
                 "a field has an empty name".into(),
             ));
         }
-        if is_system_property(name) {
+        if is_system_property(name) || name.starts_with(ASSOCIATION_PREFIX) {
             continue;
         }
         if schema

@@ -16,6 +16,18 @@
 //! [`WriteOutcome::Unchanged`] and their `lastmodifieddate` is not bumped,
 //! so a bidirectional sync does not echo its own writes. Turn this off with
 //! [`HubSpot::with_unchanged_detection`] to spend one call per batch.
+//!
+//! # Associations
+//!
+//! Records may carry `associations.<object type>` fields listing the ids
+//! they should be associated with. After the properties are written, the
+//! current associations of the written records are read (v4 batch read,
+//! 100 records a call), and the difference is applied: missing pairs
+//! linked with the default association type of the two object types
+//! (`batch/associate/default`, which needs no type id; 100 pairs a call),
+//! extra ones unlinked (`batch/archive`, 100 records a call). A record
+//! whose links fail is reported `Rejected` with the reason; repeating the
+//! write is safe (the set of links is the goal, not a list of changes).
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,9 +38,12 @@ use crm_core::{
 
 use crate::HubSpot;
 use crate::client::{MAX_BATCH_INPUTS, Objects};
-use crate::mapping::{properties_from_record, value_text};
+use crate::mapping::{
+    ASSOCIATION_PREFIX, association_ids, association_target, properties_from_record, value_text,
+};
 use crate::wire::{
-    BatchError, BatchResponse, CreateInput, HsObject, UpdateInput, UpsertInput, WriteProperties,
+    AssociationArchiveInput, BatchError, BatchResponse, CreateInput, DefaultAssociationInput,
+    HsObject, IdInput, UpdateInput, UpsertInput, WriteProperties,
 };
 
 /// One record ready to send: its index in the caller's batch and its values.
@@ -48,8 +63,8 @@ fn key_of(key_field: &str, value: &str) -> String {
     }
 }
 
-fn rejection(index: usize, e: &BatchError) -> WriteOutcome {
-    let kind = match e.category.as_str() {
+fn batch_error_kind(category: &str) -> ErrorKind {
+    match category {
         "OBJECT_NOT_FOUND" => ErrorKind::NotFound,
         "CONFLICT" | "OBJECT_ALREADY_EXISTS" => ErrorKind::Conflict,
         "RATE_LIMITS" => ErrorKind::RateLimited { retry_after: None },
@@ -57,7 +72,11 @@ fn rejection(index: usize, e: &BatchError) -> WriteOutcome {
             ErrorKind::Transient
         }
         _ => ErrorKind::InvalidInput,
-    };
+    }
+}
+
+fn rejection(index: usize, e: &BatchError) -> WriteOutcome {
+    let kind = batch_error_kind(&e.category);
     let mut err = Error::new(kind, format!("HubSpot rejected the record: {}", e.message))
         .with_operation("objects.batch_write")
         .with_context("category", &e.category);
@@ -314,6 +333,159 @@ impl HubSpot {
     }
 }
 
+/// What a record asks of its associations with one object type: exactly
+/// these ids.
+struct WantedLinks {
+    index: usize,
+    from: String,
+    to: String,
+    ids: Vec<String>,
+}
+
+/// Whether a failed call concerns the records sent (rejected one by one)
+/// rather than the run (auth, quota, transport: the whole write fails).
+fn record_level(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Conflict
+    )
+}
+
+/// The from-ids a batch error names (in `context` or `id`), or all of
+/// `sent` when it names none of them.
+fn named_ids(e: &BatchError, sent: &[String]) -> Vec<String> {
+    let named: Vec<String> = e
+        .context
+        .values()
+        .flatten()
+        .chain(e.id.iter())
+        .filter(|id| sent.contains(id))
+        .cloned()
+        .collect();
+    if named.is_empty() {
+        sent.to_vec()
+    } else {
+        named
+    }
+}
+
+impl HubSpot {
+    /// Makes each record's associations with one object type exactly the
+    /// ids it carries: reads the current ones (v4 batch read, 100 records a
+    /// call), links the missing pairs (`batch/associate/default`, 100 pairs
+    /// a call) and unlinks the others (`batch/archive`, 100 records a
+    /// call). Returns per record index whether anything changed, or why its
+    /// links could not be written.
+    async fn write_links(
+        &self,
+        object: &str,
+        wanted: Vec<WantedLinks>,
+    ) -> Result<Vec<(usize, std::result::Result<bool, Error>)>> {
+        let mut out = Vec::new();
+        let mut targets: Vec<String> = wanted.iter().map(|w| w.to.clone()).collect();
+        targets.sort();
+        targets.dedup();
+        for to in targets {
+            let assoc = self.client.associations(object, &to);
+            // One entry per from-record: the last record naming it wins.
+            let mut by_from: indexmap::IndexMap<String, (Vec<usize>, Vec<String>)> =
+                indexmap::IndexMap::new();
+            for w in wanted.iter().filter(|w| w.to == to) {
+                let e = by_from.entry(w.from.clone()).or_default();
+                e.0.push(w.index);
+                e.1 = w.ids.clone();
+            }
+            let froms: Vec<String> = by_from.keys().cloned().collect();
+            let mut failed: HashMap<String, Error> = HashMap::new();
+            let mut changed: HashSet<String> = HashSet::new();
+            for chunk in froms.chunks(MAX_BATCH_INPUTS) {
+                let current = match assoc.read_all(chunk).await {
+                    Ok(c) => c,
+                    Err(e) if record_level(&e) => {
+                        for f in chunk {
+                            failed.insert(f.clone(), e.clone());
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut adds: Vec<DefaultAssociationInput> = Vec::new();
+                let mut removes: Vec<AssociationArchiveInput> = Vec::new();
+                for f in chunk {
+                    let want = by_from.get(f).map(|(_, ids)| ids.as_slice()).unwrap_or(&[]);
+                    let have = current.get(f).map(Vec::as_slice).unwrap_or(&[]);
+                    for id in want.iter().filter(|id| !have.contains(id)) {
+                        adds.push(DefaultAssociationInput {
+                            from: IdInput { id: f.clone() },
+                            to: IdInput { id: id.clone() },
+                        });
+                    }
+                    let gone: Vec<IdInput> = have
+                        .iter()
+                        .filter(|id| !want.contains(id))
+                        .map(|id| IdInput { id: id.clone() })
+                        .collect();
+                    if !gone.is_empty() {
+                        removes.push(AssociationArchiveInput {
+                            from: IdInput { id: f.clone() },
+                            to: gone,
+                        });
+                    }
+                }
+                for part in adds.chunks(MAX_BATCH_INPUTS) {
+                    let sent: Vec<String> = part.iter().map(|a| a.from.id.clone()).collect();
+                    match assoc.batch_associate_default(part.to_vec()).await {
+                        Ok(res) => {
+                            let mut bad: HashSet<String> = HashSet::new();
+                            for e in &res.errors {
+                                let err = Error::new(
+                                    batch_error_kind(&e.category),
+                                    format!("HubSpot rejected the association: {}", e.message),
+                                )
+                                .with_operation("associations.batch_associate_default")
+                                .with_context("category", &e.category);
+                                for f in named_ids(e, &sent) {
+                                    bad.insert(f.clone());
+                                    failed.insert(f, err.clone());
+                                }
+                            }
+                            changed.extend(sent.into_iter().filter(|f| !bad.contains(f)));
+                        }
+                        Err(e) if record_level(&e) => {
+                            for f in sent {
+                                failed.insert(f, e.clone());
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                for part in removes.chunks(MAX_BATCH_INPUTS) {
+                    let sent: Vec<String> = part.iter().map(|a| a.from.id.clone()).collect();
+                    match assoc.batch_archive(part.to_vec()).await {
+                        Ok(()) => changed.extend(sent),
+                        Err(e) if record_level(&e) => {
+                            for f in sent {
+                                failed.insert(f, e.clone());
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            for (from, (indices, _)) in by_from {
+                let result = match failed.get(&from) {
+                    // The record itself was written: name it, so a caller
+                    // repeating only the links can.
+                    Some(e) => Err(e.clone().with_context("record_id", &from)),
+                    None => Ok(changed.contains(&from)),
+                };
+                out.extend(indices.into_iter().map(|i| (i, result.clone())));
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[async_trait]
 impl Sink for HubSpot {
     fn max_batch(&self, _object: &str) -> usize {
@@ -327,6 +499,16 @@ impl Sink for HubSpot {
     ///   `key` field is the `id`. A key of `hs_object_id` updates records
     ///   that have an id and creates the others.
     /// - `Create`, `Update` (by [`Record::id`]), `Delete` (archive by id).
+    ///
+    /// A field named `associations.<object type>` (e.g.
+    /// `associations.companies` on a contact, `associations.contacts` on a
+    /// deal) holding ids (a JSON array, one id, or comma-separated text)
+    /// makes the record's associations with that type exactly those ids
+    /// once its properties are written: missing links are created with the
+    /// default association type, others removed, in batches (see the
+    /// [module docs](self)). Null or an empty list removes them all; a
+    /// record without the field keeps its associations. A record whose
+    /// links changed while its properties did not is reported `Updated`.
     ///
     /// # Errors
     /// Only when a whole call failed for a reason other than the records
@@ -357,7 +539,35 @@ impl Sink for HubSpot {
         let mut creates = Vec::new();
         let mut updates = Vec::new();
         let mut archives: Vec<(usize, String)> = Vec::new();
+        let mut links: Vec<(usize, Vec<(String, Vec<String>)>)> = Vec::new();
         for (i, r) in batch.records.iter().enumerate() {
+            if !matches!(batch.op, WriteOp::Delete) {
+                let mut mine = Vec::new();
+                let mut bad = None;
+                for (name, v) in r.fields.iter() {
+                    if !name.starts_with(ASSOCIATION_PREFIX) {
+                        continue;
+                    }
+                    let parsed = association_target(name)
+                        .ok_or_else(|| format!("`{name}` does not name an object type"))
+                        .and_then(|to| {
+                            association_ids(name, v)
+                                .map(|ids| (to, ids))
+                                .map_err(|e| e.to_string())
+                        });
+                    match parsed {
+                        Ok(p) => mine.push(p),
+                        Err(m) => bad = Some(m),
+                    }
+                }
+                if let Some(m) = bad {
+                    outcomes[i] = Some(reject(i, m));
+                    continue;
+                }
+                if !mine.is_empty() {
+                    links.push((i, mine));
+                }
+            }
             let id = r.id.as_ref().map(|id| id.as_str().to_owned());
             let target = match &batch.op {
                 WriteOp::Upsert { key } if key == "hs_object_id" || key == "id" => match id {
@@ -417,6 +627,41 @@ impl Sink for HubSpot {
         for (i, o) in done {
             if let Some(slot) = outcomes.get_mut(i) {
                 *slot = Some(o);
+            }
+        }
+        let mut wanted = Vec::new();
+        for (i, per_type) in links {
+            let from = match outcomes.get(i) {
+                Some(Some(
+                    WriteOutcome::Created(id)
+                    | WriteOutcome::Updated(id)
+                    | WriteOutcome::Unchanged(id),
+                )) => id.as_str().to_owned(),
+                _ => continue,
+            };
+            for (to, ids) in per_type {
+                wanted.push(WantedLinks {
+                    index: i,
+                    from: from.clone(),
+                    to,
+                    ids,
+                });
+            }
+        }
+        if !wanted.is_empty() {
+            for (i, result) in self.write_links(&object, wanted).await? {
+                let Some(slot) = outcomes.get_mut(i) else {
+                    continue;
+                };
+                match (result, slot.take()) {
+                    (Err(error), _) => {
+                        *slot = Some(WriteOutcome::Rejected { index: i, error });
+                    }
+                    (Ok(true), Some(WriteOutcome::Unchanged(id))) => {
+                        *slot = Some(WriteOutcome::Updated(id));
+                    }
+                    (Ok(_), prev) => *slot = prev,
+                }
             }
         }
         Ok(outcomes

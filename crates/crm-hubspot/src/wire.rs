@@ -914,6 +914,51 @@ pub struct AssociationArchiveInput {
     pub to: Vec<IdInput>,
 }
 
+/// Input of v4 `batch/associate/default`: one pair to link with the
+/// default (most generic, unlabelled) association type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefaultAssociationInput {
+    /// From-record.
+    pub from: IdInput,
+    /// To-record.
+    pub to: IdInput,
+}
+
+/// One pair linked by v4 `batch/associate/default`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultAssociationCreated {
+    /// From-record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<IdInput>,
+    /// To-record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<IdInput>,
+    /// The type the pair was linked with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub association_spec: Option<AssociationSpec>,
+}
+
+/// Answer of v4 `batch/associate/default`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultAssociationResult {
+    /// `COMPLETE`.
+    pub status: BatchStatus,
+    /// Linked pairs.
+    #[serde(default)]
+    pub results: Vec<DefaultAssociationCreated>,
+    /// When work started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When work ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Failures (207).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<BatchError>,
+}
+
 /// OAuth token endpoint answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenResponse {

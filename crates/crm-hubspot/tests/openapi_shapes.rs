@@ -23,9 +23,13 @@ fn schema<'a>(spec: &'a serde_yaml::Value, name: &str) -> &'a serde_yaml::Value 
 }
 
 fn resolve<'a>(spec: &'a serde_yaml::Value, s: &'a serde_yaml::Value) -> &'a serde_yaml::Value {
-    match s.get("$ref").and_then(|r| r.as_str()) {
-        Some(r) => schema(spec, r.trim_start_matches("#/components/schemas/")),
-        None => s,
+    if let Some(r) = s.get("$ref").and_then(|r| r.as_str()) {
+        return schema(spec, r.trim_start_matches("#/components/schemas/"));
+    }
+    // `allOf` with one member (used to describe a reference): that member.
+    match s.get("allOf").and_then(|a| a.as_sequence()) {
+        Some(all) if all.len() == 1 => resolve(spec, &all[0]),
+        _ => s,
     }
 }
 
@@ -192,4 +196,195 @@ fn paths_used_exist_in_the_spec() {
     ] {
         assert!(paths.contains_key(p), "{p} is not in the spec");
     }
+}
+
+/// The request body schema of `POST path`.
+fn request_schema<'a>(spec: &'a serde_yaml::Value, path: &str) -> &'a serde_yaml::Value {
+    &spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+}
+
+#[test]
+fn v4_association_shapes_match_the_spec() {
+    let spec = spec();
+    check::<BatchInput<AssociationReadInput>>(
+        "AssociationBatchReadInput",
+        json!({"inputs": [{"id": "1"}, {"id": "2", "after": "500"}]}),
+    );
+    check::<AssociationBatchReadResult>(
+        "AssociationBatchReadResult",
+        json!({"status": "COMPLETE", "results": [{"from": {"id": "1"},
+        "to": [{"toObjectId": 7, "associationTypes": [{"category": "HUBSPOT_DEFINED",
+        "typeId": 279, "label": null}]}],
+        "paging": {"next": {"after": "2"}}}],
+        "startedAt": "2024-01-15T10:30:00Z", "completedAt": "2024-01-15T10:30:01Z"}),
+    );
+    check::<AssociatedRecordPage>(
+        "AssociatedRecordPage",
+        json!({"results": [{"toObjectId": "7", "associationTypes": [{"category": "HUBSPOT_DEFINED",
+        "typeId": 279, "label": null}]}]}),
+    );
+    check::<BatchInput<AssociationCreateInput>>(
+        "AssociationBatchCreateInput",
+        json!({"inputs": [{"from": {"id": "1"}, "to": {"id": "7"},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}]}),
+    );
+    check::<AssociationBatchCreateResult>(
+        "AssociationBatchCreateResult",
+        json!({"status": "COMPLETE", "results": [{"fromObjectTypeId": "0-1",
+        "fromObjectId": 1, "toObjectTypeId": "0-2", "toObjectId": 7, "labels": []}],
+        "startedAt": "2024-01-15T10:30:00Z", "completedAt": "2024-01-15T10:30:01Z"}),
+    );
+    check::<BatchInput<AssociationArchiveInput>>(
+        "AssociationBatchArchiveInput",
+        json!({"inputs": [{"from": {"id": "1"}, "to": [{"id": "7"}, {"id": "8"}]}]}),
+    );
+    check::<DefaultAssociationResult>(
+        "DefaultAssociationResult",
+        json!({"status": "COMPLETE", "results": [{"from": {"id": "1"}, "to": {"id": "7"},
+        "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}}],
+        "startedAt": "2024-01-15T10:30:00Z", "completedAt": "2024-01-15T10:30:01Z"}),
+    );
+    // `batch/associate/default` has its body schema inline in the path.
+    let sample = json!({"inputs": [{"from": {"id": "1"}, "to": {"id": "7"}}]});
+    let sent = serde_json::to_value(
+        serde_json::from_value::<BatchInput<DefaultAssociationInput>>(sample).unwrap(),
+    )
+    .unwrap();
+    conforms(
+        &spec,
+        request_schema(
+            &spec,
+            "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/associate/default",
+        ),
+        &sent,
+        "batch/associate/default",
+    );
+    let paths = spec["paths"].as_mapping().unwrap();
+    for p in [
+        "/crm/v4/objects/{objectType}/{objectId}/associations/{toObjectType}",
+        "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/associate/default",
+        "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/archive",
+        "/crm/v4/associations/{fromObjectType}/{toObjectType}/labels",
+    ] {
+        assert!(paths.contains_key(p), "{p} is not in the spec");
+    }
+}
+
+/// What the simulator answers on the v4 association routes conforms too.
+#[cfg(feature = "sim")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_association_answers_match_the_spec() {
+    use crm_hubspot::sim::associations::associate;
+    use crm_hubspot::sim::{HubSpotSimConfig, HubSpotSimulator};
+    use crm_sim::SimServer;
+    use crm_sim::store::Fields;
+
+    let spec = spec();
+    let mut cfg = HubSpotSimConfig::default();
+    cfg.association_page_size = 1;
+    let token = cfg.private_app_token.clone();
+    let sim = SimServer::new(HubSpotSimulator::new(cfg))
+        .start()
+        .await
+        .unwrap();
+    let store = sim.context().store();
+    let mut f = Fields::new();
+    f.insert("email".into(), json!("a@example.com"));
+    let contact = store.create("contacts", f).id.to_string();
+    let companies: Vec<String> = (0..2)
+        .map(|i| {
+            let mut f = Fields::new();
+            f.insert("name".into(), json!(format!("Co {i}")));
+            store.create("companies", f).id.to_string()
+        })
+        .collect();
+    associate(
+        sim.context(),
+        "contacts",
+        &contact,
+        "companies",
+        &companies[0],
+    )
+    .unwrap();
+    let http = crm_http::reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(sim.url(path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let linked: Value = post(
+        "/crm/v4/associations/contacts/companies/batch/associate/default",
+        json!({"inputs": [{"from": {"id": contact}, "to": {"id": companies[1]}}]}),
+    )
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .map(|b| serde_json::from_slice(&b).unwrap())
+    .unwrap();
+    conforms(
+        &spec,
+        schema(&spec, "DefaultAssociationResult"),
+        &linked,
+        "associate/default",
+    );
+    let resp = post(
+        "/crm/v4/associations/contacts/companies/batch/read",
+        json!({"inputs": [{"id": contact}, {"id": "999999"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        207,
+        "an unknown id is a per-input error"
+    );
+    let read: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    conforms(
+        &spec,
+        schema(&spec, "AssociationBatchReadResult"),
+        &read,
+        "batch/read",
+    );
+    assert_eq!(read["results"][0]["paging"]["next"]["after"], "1");
+    let created: Value = post(
+        "/crm/v4/associations/companies/contacts/batch/create",
+        json!({"inputs": [{"from": {"id": companies[1]}, "to": {"id": contact},
+            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 280}]}]}),
+    )
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .map(|b| serde_json::from_slice(&b).unwrap())
+    .unwrap();
+    conforms(
+        &spec,
+        schema(&spec, "AssociationBatchCreateResult"),
+        &created,
+        "batch/create",
+    );
+    let page: Value = http
+        .get(sim.url(&format!(
+            "/crm/v4/objects/contacts/{contact}/associations/companies"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    conforms(&spec, schema(&spec, "AssociatedRecordPage"), &page, "list");
+    assert_eq!(page["results"].as_array().unwrap().len(), 2);
+    let archived = post(
+        "/crm/v4/associations/contacts/companies/batch/archive",
+        json!({"inputs": [{"from": {"id": contact}, "to": [{"id": companies[0]}]}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(archived.status().as_u16(), 204);
 }

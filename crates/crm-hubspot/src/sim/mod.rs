@@ -8,13 +8,24 @@
 //! | `POST /crm/v3/objects/{type}/batch/{read,create,update,upsert,archive}` | batches of ≤ 100, `207 Multi-Status` with per-input errors (`objectWriteTraceId` echoed) |
 //! | `POST /crm/v3/objects/{type}/search` | filterGroups (EQ, NEQ, GT, GTE, LT, LTE, IN, HAS_PROPERTY, NOT_HAS_PROPERTY, CONTAINS_TOKEN), one sort, `limit` ≤ 200, 400 past 10,000 hits, optional index lag |
 //! | `GET /crm/v3/properties/{type}` | property definitions, custom ones included |
+//! | `GET /crm/v4/objects/{type}/{id}/associations/{toType}` | one record's associations (`after`, `limit` ≤ 500) |
+//! | `POST /crm/v4/associations/{from}/{to}/batch/{read,create,archive}` | associations of many records (per-record `paging`), links with a type id, unlinks |
+//! | `POST /crm/v4/associations/{from}/{to}/batch/associate/default` | links pairs with the default type |
+//! | `GET /crm/v4/associations/{from}/{to}/labels` | the default association type |
 //! | `POST /oauth/v1/token` | refresh-token and authorization-code grants (30-minute tokens) |
 //!
 //! Data routes take a private-app token or an issued OAuth token, are rate
 //! limited per rolling window and per day, and answer 429 with HubSpot's
 //! body (`policyName` `TEN_SECONDLY_ROLLING` or `DAILY`) and
 //! `X-HubSpot-RateLimit-*` headers on admitted responses. [`sign_delivery`]
-//! signs webhook deliveries with v3.
+//! signs webhook deliveries with v3; [`send_webhook`] delivers signed event
+//! batches over HTTP to the subscribers of the context's webhook sender
+//! (duplicated when the fault plan says so).
+//!
+//! Associations live in the object store (see [`associations`]), both
+//! directions of a pair with their default type ids.
+
+pub mod associations;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +79,9 @@ pub struct HubSpotSimConfig {
     pub index_lag: Duration,
     /// Extra (custom) properties per object type.
     pub custom_properties: HashMap<String, Vec<Property>>,
+    /// Associations per from-record in one v4 batch-read answer (more
+    /// continue with that record's `paging.next.after`).
+    pub association_page_size: usize,
 }
 
 impl Default for HubSpotSimConfig {
@@ -83,6 +97,7 @@ impl Default for HubSpotSimConfig {
             daily: Some(250_000),
             index_lag: Duration::ZERO,
             custom_properties: HashMap::new(),
+            association_page_size: 500,
         }
     }
 }
@@ -237,6 +252,22 @@ impl Simulator for HubSpotSimulator {
             .route("/crm/v3/objects/{object}/batch/{op}", post(batch))
             .route("/crm/v3/objects/{object}/search", post(search))
             .route("/crm/v3/properties/{object}", get(properties))
+            .route(
+                "/crm/v4/objects/{object}/{id}/associations/{to}",
+                get(associations::list),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/associate/default",
+                post(associations::associate_default),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/batch/{op}",
+                post(associations::batch),
+            )
+            .route(
+                "/crm/v4/associations/{from}/{to}/labels",
+                get(associations::labels),
+            )
             .with_state(state)
             .layer(axum::middleware::from_fn_with_state(
                 guard,
@@ -281,6 +312,32 @@ pub fn sign_delivery(
         ),
         (HEADER_TIMESTAMP.into(), ts),
     ]
+}
+
+/// Delivers one batch of webhook events the way HubSpot does: a `POST` of
+/// the JSON array to every subscriber of the context's webhook sender,
+/// signed with v3 for that subscriber's URL and stamped with the current
+/// wall-clock time (receivers check it against their own clock). The fault
+/// plan's `duplicate_webhook` rules repeat a delivery.
+///
+/// # Cancel safety
+/// Dropping the future may leave some subscribers without the events.
+pub async fn send_webhook(
+    ctx: &SimContext,
+    secret: &str,
+    events: &[crate::wire::WebhookEvent],
+) -> Vec<crm_sim::webhook::Delivery> {
+    let body = match serde_json::to_vec(events) {
+        Ok(b) => b,
+        // Serialising plain structs cannot fail; send nothing if it did.
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for url in ctx.webhooks().subscribers() {
+        let headers = sign_delivery(secret, &url, &body, Utc::now().timestamp_millis());
+        out.extend(ctx.webhooks().send(&url, &headers, &body).await);
+    }
+    out
 }
 
 fn ts(t: DateTime<Utc>) -> String {
