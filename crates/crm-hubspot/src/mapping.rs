@@ -480,4 +480,38 @@ mod tests {
         let p = properties_from_record(&r, Some(&s)).unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["email"]);
     }
+
+    #[test]
+    fn association_fields_name_types_and_hold_ids() {
+        assert_eq!(
+            association_target("associations.company").as_deref(),
+            Some("companies")
+        );
+        assert_eq!(
+            association_target("associations.contacts").as_deref(),
+            Some("contacts")
+        );
+        assert_eq!(association_target("associations."), None);
+        assert_eq!(association_target("associations.a/b"), None);
+        assert_eq!(association_target("email"), None);
+        let ids = |v: Value| association_ids("associations.companies", &v);
+        assert_eq!(
+            ids(Value::Json(serde_json::json!(["12", 13, "12"]))).unwrap(),
+            vec!["12", "13"]
+        );
+        assert_eq!(ids(Value::Text(" 5, 6 ,".into())).unwrap(), vec!["5", "6"]);
+        assert_eq!(ids(Value::Int(7)).unwrap(), vec!["7"]);
+        assert!(ids(Value::Null).unwrap().is_empty());
+        assert!(ids(Value::Json(serde_json::json!([]))).unwrap().is_empty());
+        assert!(ids(Value::Text("acme".into())).is_err());
+        assert!(ids(Value::Json(serde_json::json!([{"id": "1"}]))).is_err());
+        assert!(ids(Value::Bool(true)).is_err());
+        // Association fields are never written as properties.
+        let r = Record::new().with("firstname", "Ada").with(
+            "associations.companies",
+            Value::Json(serde_json::json!(["1"])),
+        );
+        let props = properties_from_record(&r, None).unwrap();
+        assert_eq!(props.keys().collect::<Vec<_>>(), vec!["firstname"]);
+    }
 }
