@@ -252,3 +252,133 @@ impl PipelineState for MemoryState {
             .count())
     }
 }
+
+/// [`PipelineState`] in crm-sql's state store (SQLite, PostgreSQL, MySQL).
+///
+/// The job is a connection of provider `pipeline` named after the job, so its
+/// checkpoints, dead letters and review items sit beside every other
+/// connection's in the same tables.
+#[derive(Clone, Debug)]
+pub struct SqlState {
+    store: crm_sql::state::StateStore,
+    connection: crm_sql::state::ConnectionId,
+    job: String,
+}
+
+impl SqlState {
+    /// The state of `job` in `store` (its connection is created when missing).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn open(store: crm_sql::state::StateStore, job: &str) -> Result<Self> {
+        let connection = store.ensure_connection("pipeline", job).await?;
+        Ok(SqlState {
+            store,
+            connection,
+            job: job.to_owned(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &crm_sql::state::StateStore {
+        &self.store
+    }
+
+    /// The job's connection id.
+    pub fn connection(&self) -> &crm_sql::state::ConnectionId {
+        &self.connection
+    }
+
+    fn check_job(&self, job: &str) -> Result<()> {
+        if job == self.job {
+            Ok(())
+        } else {
+            Err(crm_core::Error::invalid_input(format!(
+                "this state belongs to job {:?}, not {job:?}",
+                self.job
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl PipelineState for SqlState {
+    async fn load_checkpoint(&self, job: &str, object: &str) -> Result<Option<Cursor>> {
+        self.check_job(job)?;
+        self.store.checkpoint(&self.connection, object).await
+    }
+
+    async fn commit_checkpoint(&self, job: &str, object: &str, cursor: &Cursor) -> Result<()> {
+        self.check_job(job)?;
+        self.store
+            .save_checkpoint(&self.connection, object, cursor)
+            .await
+    }
+
+    async fn clear_checkpoint(&self, job: &str, object: &str) -> Result<()> {
+        self.check_job(job)?;
+        self.store.clear_checkpoint(&self.connection, object).await
+    }
+
+    async fn dead_letter(&self, entry: DeadLetter) -> Result<()> {
+        self.check_job(&entry.job)?;
+        let record = serde_json::to_value(&entry.record).map_err(|e| {
+            crm_core::Error::invalid_input(format!("dead letter record cannot be stored: {e}"))
+        })?;
+        self.store
+            .put_dead_letter(
+                &self.connection,
+                &entry.object,
+                &entry.record_key,
+                entry.stage.as_str(),
+                &record,
+                &entry.errors.join("\n"),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn clear_dead_letters(&self, job: &str, object: &str, record_key: &str) -> Result<()> {
+        self.check_job(job)?;
+        self.store
+            .clear_dead_letters_for(&self.connection, object, record_key)
+            .await
+            .map(drop)
+    }
+
+    async fn queue_review(&self, item: ReviewItem) -> Result<()> {
+        self.check_job(&item.job)?;
+        let reason = match item.kind {
+            ReviewKind::ProbableMatch => crm_sql::state::ReviewReason::ProbableMatch,
+            ReviewKind::MultipleMatch => crm_sql::state::ReviewReason::MultipleMatch,
+        };
+        let details = serde_json::json!({
+            "candidates": item.candidates,
+            "record": item.record,
+        });
+        self.store
+            .put_review(
+                &self.connection,
+                &item.object,
+                &item.record_key,
+                reason,
+                &details,
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn clear_review(&self, job: &str, object: &str, record_key: &str) -> Result<()> {
+        self.check_job(job)?;
+        self.store
+            .dismiss_reviews_for(&self.connection, object, record_key)
+            .await
+            .map(drop)
+    }
+
+    async fn review_count(&self, job: &str) -> Result<usize> {
+        self.check_job(job)?;
+        let n = self.store.count_open_reviews(&self.connection).await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}

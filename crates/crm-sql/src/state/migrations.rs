@@ -35,11 +35,12 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "state store tables",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS crm_connections (
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "state store tables",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS crm_connections (
             id {id} NOT NULL PRIMARY KEY,
             provider {key} NOT NULL,
             name {key} NOT NULL,
@@ -52,7 +53,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             updated_at {ts} NOT NULL,
             UNIQUE (provider, name)
         )",
-        "CREATE TABLE IF NOT EXISTS crm_sync_runs (
+            "CREATE TABLE IF NOT EXISTS crm_sync_runs (
             id {id} NOT NULL PRIMARY KEY,
             connection_id {id} NOT NULL REFERENCES crm_connections (id) ON DELETE CASCADE,
             object {key} NOT NULL,
@@ -66,8 +67,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             started_at {ts} NOT NULL,
             completed_at {ts}
         )",
-        "CREATE INDEX {ine} crm_sync_runs_conn_idx ON crm_sync_runs (connection_id, started_at)",
-        "CREATE TABLE IF NOT EXISTS crm_field_mappings (
+            "CREATE INDEX {ine} crm_sync_runs_conn_idx ON crm_sync_runs (connection_id, started_at)",
+            "CREATE TABLE IF NOT EXISTS crm_field_mappings (
             id {id} NOT NULL PRIMARY KEY,
             connection_id {id} NOT NULL REFERENCES crm_connections (id) ON DELETE CASCADE,
             object {key} NOT NULL,
@@ -78,8 +79,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             is_custom {bool} NOT NULL,
             position {int} NOT NULL
         )",
-        "CREATE INDEX {ine} crm_field_mappings_conn_idx ON crm_field_mappings (connection_id, object)",
-        "CREATE TABLE IF NOT EXISTS crm_record_sync_state (
+            "CREATE INDEX {ine} crm_field_mappings_conn_idx ON crm_field_mappings (connection_id, object)",
+            "CREATE TABLE IF NOT EXISTS crm_record_sync_state (
             connection_id {id} NOT NULL REFERENCES crm_connections (id) ON DELETE CASCADE,
             object {key} NOT NULL,
             local_id {key} NOT NULL,
@@ -92,15 +93,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             conflict_details {text},
             PRIMARY KEY (connection_id, object, local_id)
         )",
-        "CREATE INDEX {ine} crm_record_sync_state_remote_idx ON crm_record_sync_state (connection_id, remote_id)",
-        "CREATE TABLE IF NOT EXISTS crm_checkpoints (
+            "CREATE INDEX {ine} crm_record_sync_state_remote_idx ON crm_record_sync_state (connection_id, remote_id)",
+            "CREATE TABLE IF NOT EXISTS crm_checkpoints (
             connection_id {id} NOT NULL REFERENCES crm_connections (id) ON DELETE CASCADE,
             object {key} NOT NULL,
             cursor_state {text} NOT NULL,
             updated_at {ts} NOT NULL,
             PRIMARY KEY (connection_id, object)
         )",
-        "CREATE TABLE IF NOT EXISTS crm_webhook_events (
+            "CREATE TABLE IF NOT EXISTS crm_webhook_events (
             id {id} NOT NULL PRIMARY KEY,
             connection_id {id} REFERENCES crm_connections (id) ON DELETE CASCADE,
             provider {key} NOT NULL,
@@ -113,8 +114,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             received_at {ts} NOT NULL,
             processed_at {ts}
         )",
-        "CREATE INDEX {ine} crm_webhook_events_status_idx ON crm_webhook_events (status, received_at)",
-        "CREATE TABLE IF NOT EXISTS crm_audit_log (
+            "CREATE INDEX {ine} crm_webhook_events_status_idx ON crm_webhook_events (status, received_at)",
+            "CREATE TABLE IF NOT EXISTS crm_audit_log (
             id {id} NOT NULL PRIMARY KEY,
             occurred_at {ts} NOT NULL,
             actor {key} NOT NULL,
@@ -125,8 +126,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             old_values {text},
             new_values {text}
         )",
-        "CREATE INDEX {ine} crm_audit_log_record_idx ON crm_audit_log (object, record_id, occurred_at)",
-        "CREATE TABLE IF NOT EXISTS crm_review_queue (
+            "CREATE INDEX {ine} crm_audit_log_record_idx ON crm_audit_log (object, record_id, occurred_at)",
+            "CREATE TABLE IF NOT EXISTS crm_review_queue (
             id {id} NOT NULL PRIMARY KEY,
             connection_id {id} REFERENCES crm_connections (id) ON DELETE CASCADE,
             object {key} NOT NULL,
@@ -138,8 +139,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             created_at {ts} NOT NULL,
             resolved_at {ts}
         )",
-        "CREATE INDEX {ine} crm_review_queue_status_idx ON crm_review_queue (status, created_at)",
-        "CREATE TABLE IF NOT EXISTS crm_dead_letters (
+            "CREATE INDEX {ine} crm_review_queue_status_idx ON crm_review_queue (status, created_at)",
+            "CREATE TABLE IF NOT EXISTS crm_dead_letters (
             id {id} NOT NULL PRIMARY KEY,
             connection_id {id} REFERENCES crm_connections (id) ON DELETE CASCADE,
             object {key} NOT NULL,
@@ -150,9 +151,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
             first_failed_at {ts} NOT NULL,
             last_failed_at {ts} NOT NULL
         )",
-        "CREATE INDEX {ine} crm_dead_letters_conn_idx ON crm_dead_letters (connection_id, object)",
-    ],
-}];
+            "CREATE INDEX {ine} crm_dead_letters_conn_idx ON crm_dead_letters (connection_id, object)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "dead letters and review items keyed by record",
+        statements: &[
+            "ALTER TABLE crm_dead_letters ADD COLUMN record_key {key}",
+            "CREATE INDEX {ine} crm_dead_letters_key_idx ON crm_dead_letters (connection_id, object, record_key)",
+            "CREATE INDEX {ine} crm_review_queue_record_idx ON crm_review_queue (connection_id, record_id)",
+        ],
+    },
+];
 
 /// Fills the type tokens for `dialect`.
 pub(crate) fn render(sql: &str, dialect: DatabaseKind) -> String {

@@ -32,6 +32,7 @@
 //! ```
 
 mod crypto;
+mod keyed;
 mod migrations;
 
 use std::fmt;
