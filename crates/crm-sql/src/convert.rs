@@ -132,6 +132,35 @@ pub(crate) fn coerce(
     }
 }
 
+/// [`coerce`] for an owned value: text and JSON that need no change move
+/// through without a copy.
+pub(crate) fn coerce_owned(
+    value: Value,
+    col: &ColumnInfo,
+    dialect: DatabaseKind,
+) -> Result<Value, String> {
+    match (&col.kind, value) {
+        (ColumnKind::Text { max_len }, Value::Text(s))
+            if dialect != DatabaseKind::Postgres || !s.contains('\0') =>
+        {
+            if let Some(max) = max_len {
+                // Byte length bounds character count from above.
+                if s.len() > *max as usize {
+                    let n = s.chars().count();
+                    if n > *max as usize {
+                        return Err(format!("{n} characters, the column holds at most {max}"));
+                    }
+                }
+            }
+            Ok(Value::Text(s))
+        }
+        (ColumnKind::Json, Value::Json(j)) if dialect != DatabaseKind::Postgres => {
+            Ok(Value::Json(j))
+        }
+        (_, v) => coerce(&v, col, dialect),
+    }
+}
+
 fn describe(v: &Value) -> String {
     let mut s = v.to_string();
     if s.chars().count() > 40 {
@@ -162,9 +191,13 @@ fn fit_decimal(d: Decimal, precision: Option<u32>, scale: Option<u32>) -> Result
             d = r;
         }
         if let Some(p) = precision {
-            let int_digits = d.trunc().abs().to_string().trim_start_matches('0').len() as u32;
-            if int_digits > p.saturating_sub(s) {
-                return Err(format!("{d} is too large for NUMERIC({p}, {s})"));
+            // |d| must stay below 10^(p - s); past 28 digits every decimal fits.
+            let digits = p.saturating_sub(s);
+            if digits <= 28 {
+                let limit = Decimal::from_i128_with_scale(10i128.pow(digits), 0);
+                if d.abs() >= limit {
+                    return Err(format!("{d} is too large for NUMERIC({p}, {s})"));
+                }
             }
         }
     }
@@ -317,6 +350,31 @@ mod tests {
         );
         // Characters, not bytes.
         assert!(coerce(&Value::Text("äöü".into()), &c, PG).is_ok());
+    }
+
+    #[test]
+    fn owned_text_moves_and_checks() {
+        let c = col(ColumnKind::Text { max_len: Some(3) });
+        assert_eq!(
+            coerce_owned(Value::Text("abc".into()), &c, PG),
+            Ok(Value::Text("abc".into()))
+        );
+        assert!(coerce_owned(Value::Text("abcd".into()), &c, PG).is_err());
+        assert_eq!(
+            coerce_owned(Value::Text("äöü".into()), &c, PG),
+            Ok(Value::Text("äöü".into()))
+        );
+        assert_eq!(
+            coerce_owned(Value::Text("a\0b".into()), &c, PG),
+            Ok(Value::Text("ab".into()))
+        );
+        let d = col(ColumnKind::Decimal {
+            precision: Some(4),
+            scale: Some(2),
+        });
+        assert!(coerce_owned(Value::Int(99), &d, PG).is_ok());
+        assert!(coerce_owned(Value::Int(100), &d, PG).is_err());
+        assert!(coerce_owned(Value::Int(-100), &d, PG).is_err());
     }
 
     #[test]

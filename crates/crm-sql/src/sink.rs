@@ -35,7 +35,7 @@ use crm_core::{
 
 use crate::client::SqlConnector;
 use crate::config::DatabaseKind;
-use crate::convert::coerce;
+use crate::convert::{coerce, coerce_owned};
 use crate::db::{Arg, DbError, Hints, Tx};
 use crate::error::classify;
 use crate::params::{quote_ident, quote_table};
@@ -139,12 +139,12 @@ impl SqlConnector {
         cols: &ColumnIndex<'_>,
         key_cols: &[String],
         index: usize,
-        record: &Record,
+        record: Record,
     ) -> std::result::Result<(Vec<usize>, Prepared), Error> {
         let dialect = self.pool.kind();
         let table = cols.table;
         let mut slots: Vec<Option<Value>> = vec![None; table.columns.len()];
-        let mut put = |name: &str, value: &Value| -> std::result::Result<(), Error> {
+        let mut put = |name: &str, value: Value| -> std::result::Result<(), Error> {
             let Some(i) = cols.get(name) else {
                 return Err(Error::new(
                     ErrorKind::SchemaMismatch,
@@ -152,30 +152,33 @@ impl SqlConnector {
                 )
                 .with_context("field", name));
             };
-            let v = coerce(value, &table.columns[i], dialect).map_err(|msg| {
+            let v = coerce_owned(value, &table.columns[i], dialect).map_err(|msg| {
                 Error::invalid_input(format!("`{name}`: {msg}")).with_context("field", name)
             })?;
             slots[i] = Some(v);
             Ok(())
         };
-        for (name, value) in &record.fields {
-            if name == "synced_at" && cols.get("synced_at").is_some() {
+        let cursor = &self.cfg.cursor_column;
+        let fill_cursor = record
+            .updated_at
+            .filter(|_| cols.get(cursor).is_some() && !record.fields.contains_key(cursor));
+        let fill_key = match (&record.id, key_cols) {
+            (Some(id), [k]) if !record.fields.contains_key(k) => Some(id.to_string()),
+            _ => None,
+        };
+        let skip_synced = cols.get("synced_at").is_some();
+        let width = record.fields.len() + 1;
+        for (name, value) in record.fields {
+            if skip_synced && name == "synced_at" {
                 continue;
             }
-            put(name, value)?;
+            put(&name, value)?;
         }
-        let cursor = &self.cfg.cursor_column;
-        if let Some(at) = record.updated_at
-            && cols.get(cursor).is_some()
-            && !record.fields.contains_key(cursor)
-        {
-            put(cursor, &Value::DateTime(at))?;
+        if let Some(at) = fill_cursor {
+            put(cursor, Value::DateTime(at))?;
         }
-        if key_cols.len() == 1
-            && !record.fields.contains_key(&key_cols[0])
-            && let Some(id) = &record.id
-        {
-            put(&key_cols[0], &Value::Text(id.to_string()))?;
+        if let (Some(id), [k]) = (fill_key, key_cols) {
+            put(k, Value::Text(id))?;
         }
         let mut key = Vec::with_capacity(key_cols.len());
         for k in key_cols {
@@ -187,8 +190,8 @@ impl SqlConnector {
                 }
             }
         }
-        let mut present = Vec::with_capacity(record.fields.len() + 1);
-        let mut values = Vec::with_capacity(record.fields.len() + 1);
+        let mut present = Vec::with_capacity(width);
+        let mut values = Vec::with_capacity(width);
         for (i, slot) in slots.into_iter().enumerate() {
             if let Some(v) = slot {
                 present.push(i);
@@ -235,14 +238,17 @@ impl SqlConnector {
         &self,
         object: &str,
         key: &str,
-        records: &[Record],
+        records: Vec<Record>,
     ) -> Result<Vec<WriteOutcome>> {
         let key_cols: Vec<String> = key.split(',').map(|k| k.trim().to_owned()).collect();
         let mut table = self.table_info(object, false).await?;
         // A field the cached description lacks may be a new column: look again once.
-        let unknown = records
-            .iter()
-            .any(|r| r.fields.keys().any(|f| table.column(f).is_none()));
+        let unknown = {
+            let known = ColumnIndex::new(&table);
+            records
+                .iter()
+                .any(|r| r.fields.keys().any(|f| known.get(f).is_none()))
+        };
         if unknown {
             table = self.table_info(object, true).await?;
         }
@@ -266,7 +272,8 @@ impl SqlConnector {
         let cols = ColumnIndex::new(&table);
         let mut groups: Vec<(Vec<usize>, Vec<Prepared>)> = Vec::new();
         let mut group_of: HashMap<Vec<usize>, usize> = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
+        for (i, r) in records.into_iter().enumerate() {
+            let label = r.label(Some(&key_cols[0]), i);
             match self.prepare(&cols, &key_cols, i, r) {
                 Ok((present, p)) => match group_of.get(&present) {
                     Some(&g) => groups[g].1.push(p),
@@ -278,8 +285,7 @@ impl SqlConnector {
                 Err(e) => {
                     outcomes[i] = Some(reject(
                         i,
-                        e.with_operation("sql.write")
-                            .with_context("record", r.label(Some(&key_cols[0]), i)),
+                        e.with_operation("sql.write").with_context("record", label),
                     ));
                 }
             }
@@ -405,14 +411,14 @@ impl SqlConnector {
         let cols = ColumnIndex::new(&table);
         let mut tx = self.begin(op).await?;
         for (i, r) in batch.records.iter().enumerate() {
-            let prepared = match self.prepare(&cols, &pk, i, r) {
+            let prepared = match self.prepare(&cols, &pk, i, r.clone()) {
                 Ok(p) => p,
                 Err(e)
                     if matches!(batch.op, WriteOp::Create)
                         && pk.iter().any(|k| !r.fields.contains_key(k)) =>
                 {
                     // Keys the database generates: prepare without them.
-                    match self.prepare(&cols, &[], i, r) {
+                    match self.prepare(&cols, &[], i, r.clone()) {
                         Ok(p) => p,
                         Err(_) => {
                             out.push(reject(i, e.with_operation(op)));
@@ -857,7 +863,7 @@ impl Sink for SqlConnector {
             return Ok(Vec::new());
         }
         match &batch.op {
-            WriteOp::Upsert { key } => self.upsert_batch(object, key, &batch.records).await,
+            WriteOp::Upsert { key } => self.upsert_batch(object, key, batch.records).await,
             _ => self.row_by_row(object, &batch).await,
         }
     }
