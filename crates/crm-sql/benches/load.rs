@@ -41,6 +41,41 @@ use rust_decimal::Decimal;
 
 const BATCH: usize = 50_000;
 
+/// Set (to the database URL) in the child process that only reads.
+const READ_ONLY: &str = "CRM_BENCH_READ_ONLY";
+
+/// Streams the `booking` table through the Source and prints what it saw
+/// and the process's peak RSS.
+async fn read_phase(url: &str) {
+    let conn = SqlConnector::connect(&SqlConfig::from_url(url).unwrap())
+        .await
+        .unwrap();
+    let idle = proc_status("VmRSS:").unwrap_or(0);
+    let t0 = Instant::now();
+    let mut pages = conn.read(ReadRequest::full("booking").page_size(1000));
+    let mut read = 0usize;
+    let mut checksum = Decimal::ZERO;
+    while let Some(page) = pages.try_next().await.unwrap() {
+        for c in &page.changes {
+            if let Change::Upsert(r) = c {
+                read += 1;
+                checksum += r
+                    .get("budget")
+                    .and_then(|v| v.as_decimal())
+                    .unwrap_or_default();
+            }
+        }
+    }
+    drop(pages);
+    let ms = t0.elapsed().as_millis();
+    conn.close().await;
+    println!("read={read}");
+    println!("ms={ms}");
+    println!("hwm_kib={}", proc_status("VmHWM:").unwrap_or(0));
+    println!("idle_kib={idle}");
+    eprintln!("checksum {checksum}");
+}
+
 fn stamp(i: usize) -> DateTime<Utc> {
     // 100 bookings share each timestamp.
     Utc.timestamp_opt(1_704_067_200 + (i / 100) as i64, 0)
@@ -170,6 +205,10 @@ async fn main() {
         println!("crm-sql load benchmark: run it with `cargo bench -p crm-sql`");
         return;
     }
+    if let Ok(url) = std::env::var(READ_ONLY) {
+        read_phase(&url).await;
+        return;
+    }
     let rows: usize = std::env::var("CRM_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -265,29 +304,30 @@ async fn main() {
     assert_eq!(unchanged, rows, "a repeated load must change nothing");
     eprintln!("sink again: {rows} rows in {again_time:?}");
 
-    // 3. Stream it back out through the Source, measuring peak RSS.
-    let rss_before = proc_status("VmRSS:").unwrap_or(0);
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let t0 = Instant::now();
-    let mut pages = conn.read(ReadRequest::full("booking").page_size(1000));
-    let mut read = 0usize;
-    let mut checksum = Decimal::ZERO;
-    while let Some(page) = pages.try_next().await.unwrap() {
-        for c in &page.changes {
-            if let Change::Upsert(r) = c {
-                read += 1;
-                checksum += r
-                    .get("budget")
-                    .and_then(|v| v.as_decimal())
-                    .unwrap_or_default();
-            }
-        }
-    }
-    drop(pages);
-    let read_time = t0.elapsed();
-    let hwm = proc_status("VmHWM:").unwrap_or(0);
-    assert_eq!(read, rows, "the source must return every row once");
-    eprintln!("source: {read} rows in {read_time:?}, checksum {checksum}");
+    // 4. Stream it back out through the Source, in a fresh process of this
+    // binary so its peak RSS is the read's alone.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env(READ_ONLY, &url)
+        .output()
+        .expect("run the read phase");
+    let report = String::from_utf8_lossy(&child.stdout).to_string();
+    let field = |name: &str| -> u64 {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (read, read_ms, hwm, rss_idle) = (
+        field("read="),
+        field("ms="),
+        field("hwm_kib="),
+        field("idle_kib="),
+    );
+    assert_eq!(read as usize, rows, "the source must return every row once");
+    let read_time = Duration::from_millis(read_ms);
+    eprintln!("source: {read} rows in {read_time:?}");
 
     let sink_rate = rate(rows, sink_time);
     let raw_rate = rate(rows, raw_time);
@@ -318,17 +358,12 @@ async fn main() {
         sink_rate / raw_rate
     );
     println!(
-        "Source::read of {rows} rows, pages of 1,000: {:.2} s ({:.0} rows/s); RSS before {} MiB, \
-         peak RSS during the read {} MiB{}",
+        "Source::read of {rows} rows, pages of 1,000, in a fresh process: {:.2} s ({:.0} rows/s); \
+         RSS after connecting {:.1} MiB, peak RSS (VmHWM) of the whole process {:.1} MiB",
         read_time.as_secs_f64(),
         rate(rows, read_time),
-        rss_before / 1024,
-        hwm / 1024,
-        if reset {
-            ""
-        } else {
-            " (peak not reset: process-wide peak)"
-        }
+        rss_idle as f64 / 1024.0,
+        hwm as f64 / 1024.0,
     );
 
     conn.close().await;
