@@ -2,7 +2,13 @@
 //!
 //! Each reference app lives in this package as a Cargo example (`cargo run -p
 //! crm-examples --example NAME`) and uses only the public APIs of the workspace
-//! crates, so integrators can copy it as it is. The apps arrive with the issues
-//! that build their parts (the bookings sync, reverse ETL into Salesforce, the
-//! integration service).
+//! crates, so integrators can copy it as it is. Its core is a function of this
+//! library, which the package's tests run against the simulators:
+//!
+//! | example | module | what |
+//! |---|---|---|
+//! | `reverse_etl_salesforce` | [`reverse_etl`] | seed 001: scores from PostgreSQL onto Salesforce Contacts |
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod reverse_etl;

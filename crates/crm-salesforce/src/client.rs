@@ -5,7 +5,10 @@
 //! [`ErrorKind::QuotaExhausted`] while the org's daily allocation is within
 //! [`SalesforceConfig::quota_reserve`] of running out: waiting cannot restore
 //! a rolling 24-hour allocation, so the caller saves its cursor and resumes
-//! later. Bulk job polls and result downloads (long-running requests) share
+//! later. A reading that says the allocation is used up is trusted for
+//! [`SalesforceConfig::usage_ttl`] only: the allocation is a rolling 24-hour
+//! window, so after that the client reads `limits` again instead of refusing
+//! every call of a long-lived client forever. Bulk job polls and result downloads (long-running requests) share
 //! a semaphore of [`SalesforceConfig::max_long_running`] permits.
 
 use std::collections::BTreeMap;
@@ -68,9 +71,20 @@ pub struct SalesforceClient {
 struct Inner {
     config: SalesforceConfig,
     session: Session,
-    usage: Mutex<Option<ApiUsage>>,
+    usage: Mutex<Option<UsageReading>>,
     long_running: Arc<Semaphore>,
 }
+
+/// The last known API usage and when it was read (tokio's clock, so tests can
+/// move it).
+#[derive(Clone, Copy, Debug)]
+struct UsageReading {
+    usage: ApiUsage,
+    at: tokio::time::Instant,
+}
+
+/// The endpoint name of `GET limits`.
+const LIMITS_ENDPOINT: &str = "limits";
 
 impl std::fmt::Debug for SalesforceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,8 +122,12 @@ impl SalesforceClient {
         self.inner.session.metrics()
     }
 
-    /// The last `Sforce-Limit-Info` seen.
+    /// The last API usage seen (`Sforce-Limit-Info`, or `limits`).
     pub fn api_usage(&self) -> Option<ApiUsage> {
+        self.reading().map(|r| r.usage)
+    }
+
+    fn reading(&self) -> Option<UsageReading> {
         *self
             .inner
             .usage
@@ -117,20 +135,46 @@ impl SalesforceClient {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn set_usage(&self, usage: ApiUsage) {
+        *self
+            .inner
+            .usage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(UsageReading {
+            usage,
+            at: tokio::time::Instant::now(),
+        });
+    }
+
+    fn reserve(&self, usage: &ApiUsage) -> u64 {
+        self.inner
+            .config
+            .quota_reserve
+            .unwrap_or_else(|| (usage.max / 50).max(1))
+    }
+
     fn data(&self, suffix: &str) -> String {
         format!("{}/{}", self.inner.config.data_path(), suffix)
     }
 
-    fn check_quota(&self, endpoint: &'static str) -> Result<()> {
-        let Some(usage) = self.api_usage() else {
+    /// Refuses a call while the allocation is within the reserve of running
+    /// out. A reading older than [`SalesforceConfig::usage_ttl`] that says so
+    /// is renewed first from `GET limits` (the rolling window may have freed
+    /// requests since).
+    async fn check_quota(&self, endpoint: &'static str) -> Result<()> {
+        let Some(mut reading) = self.reading() else {
             return Ok(());
         };
-        let reserve = self
-            .inner
-            .config
-            .quota_reserve
-            .unwrap_or_else(|| (usage.max / 50).max(1));
-        if usage.remaining() <= reserve {
+        if reading.usage.remaining() <= self.reserve(&reading.usage)
+            && reading.at.elapsed() >= self.inner.config.usage_ttl
+        {
+            self.refresh_usage().await?;
+            if let Some(r) = self.reading() {
+                reading = r;
+            }
+        }
+        let usage = reading.usage;
+        if usage.remaining() <= self.reserve(&usage) {
             return Err(Error::new(
                 ErrorKind::QuotaExhausted,
                 format!(
@@ -145,6 +189,23 @@ impl SalesforceClient {
         Ok(())
     }
 
+    /// Reads `DailyApiRequests` from `GET limits` into the usage reading.
+    ///
+    /// # Errors
+    /// As any call; [`ErrorKind::QuotaExhausted`] when the server itself
+    /// answers `REQUEST_LIMIT_EXCEEDED`.
+    pub async fn refresh_usage(&self) -> Result<Option<ApiUsage>> {
+        let limits = self.limits().await?;
+        let usage = limits.get("DailyApiRequests").map(|l| ApiUsage {
+            used: l.max.saturating_sub(l.remaining),
+            max: l.max,
+        });
+        if let Some(u) = usage {
+            self.set_usage(u);
+        }
+        Ok(usage)
+    }
+
     fn note_usage(&self, resp: &HttpResponse) {
         let usage = resp
             .headers()
@@ -152,11 +213,7 @@ impl SalesforceClient {
             .and_then(|v| v.to_str().ok())
             .and_then(ApiUsage::parse);
         if let Some(u) = usage {
-            *self
-                .inner
-                .usage
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(u);
+            self.set_usage(u);
         }
     }
 
@@ -168,7 +225,20 @@ impl SalesforceClient {
         headers: &[(&'static str, String)],
         options: RequestOptions,
     ) -> Result<HttpResponse> {
-        self.check_quota(options.endpoint)?;
+        self.check_quota(options.endpoint).await?;
+        self.send_unchecked(method, path, body, headers, options)
+            .await
+    }
+
+    /// [`send`](Self::send) without the quota check.
+    async fn send_unchecked(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        headers: &[(&'static str, String)],
+        options: RequestOptions,
+    ) -> Result<HttpResponse> {
         let mut renewed = false;
         loop {
             let (http, generation) = self.inner.session.data().await?;
@@ -242,6 +312,22 @@ impl SalesforceClient {
     /// Salesforce's error (`MALFORMED_QUERY`, `INVALID_FIELD`, ...) mapped by
     /// [`crate::ErrorCode::kind`].
     pub async fn query(&self, soql: &str, all: bool) -> Result<QueryResponse> {
+        self.query_paged(soql, all, self.inner.config.page_size)
+            .await
+    }
+
+    /// As [`query`](Self::query), asking for pages of `batch_size` records
+    /// (clamped to 200..=2,000, the range `Sforce-Query-Options: batchSize`
+    /// accepts; Salesforce may still send smaller pages).
+    ///
+    /// # Errors
+    /// As [`query`](Self::query).
+    pub async fn query_paged(
+        &self,
+        soql: &str,
+        all: bool,
+        batch_size: u32,
+    ) -> Result<QueryResponse> {
         let q: String = url::form_urlencoded::byte_serialize(soql.as_bytes()).collect();
         let (resource, endpoint) = if all {
             ("queryAll", "query_all")
@@ -251,7 +337,7 @@ impl SalesforceClient {
         let path = self.data(&format!("{resource}?q={q}"));
         let batch = [(
             "Sforce-Query-Options",
-            format!("batchSize={}", self.inner.config.page_size),
+            format!("batchSize={}", batch_size.clamp(200, 2000)),
         )];
         self.send(
             Method::GET,
@@ -297,7 +383,17 @@ impl SalesforceClient {
     /// # Errors
     /// As any call.
     pub async fn limits(&self) -> Result<BTreeMap<String, Limit>> {
-        let raw: Map<String, Value> = self.get_json(&self.data("limits"), "limits").await?;
+        // Sent without the quota check: it is how a stale usage reading is renewed.
+        let raw: Map<String, Value> = self
+            .send_unchecked(
+                Method::GET,
+                &self.data("limits"),
+                Body::None,
+                &[],
+                RequestOptions::new(LIMITS_ENDPOINT),
+            )
+            .await?
+            .json()?;
         Ok(raw
             .into_iter()
             .filter_map(|(k, v)| serde_json::from_value::<Limit>(v).ok().map(|l| (k, l)))

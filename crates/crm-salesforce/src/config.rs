@@ -255,6 +255,16 @@ pub struct SalesforceConfig {
     /// [`crm_core::ErrorKind::QuotaExhausted`] (default: 2% of the allocation
     /// when `None`).
     pub quota_reserve: Option<u64>,
+    /// How long a usage reading that says the allocation is used up is
+    /// trusted; after it, `GET limits` is read again before refusing a call
+    /// (default 5 minutes).
+    pub usage_ttl: Duration,
+    /// Before an upsert by external id or an update by `Id` through sObject
+    /// Collections, read the records holding the batch's keys (one `query` per 200 keys) and leave
+    /// out those whose values already match: they come back
+    /// [`crm_core::WriteOutcome::Unchanged`], are not written, and keep their
+    /// `SystemModstamp` (no flows or triggers fire, no sync loop). Default true.
+    pub skip_unchanged: bool,
     /// How long deleted records stay queryable (the recycle bin, 15 days).
     /// An incremental read from an older cursor fails asking for a full resync.
     pub recycle_bin_window: Duration,
@@ -294,6 +304,8 @@ impl SalesforceConfig {
                 max_in_flight: 10,
                 bulk_poll: (Duration::from_secs(1), Duration::from_secs(30)),
                 quota_reserve: None,
+                usage_ttl: Duration::from_secs(300),
+                skip_unchanged: true,
                 recycle_bin_window: Duration::from_secs(15 * 24 * 3600),
                 lookback: Duration::from_secs(300),
                 timeout: Duration::from_secs(120),
@@ -390,6 +402,14 @@ impl SalesforceConfigBuilder {
     setter!(
         /// Sets [`SalesforceConfig::quota_reserve`].
         quota_reserve: Option<u64>
+    );
+    setter!(
+        /// Sets [`SalesforceConfig::usage_ttl`].
+        usage_ttl: Duration
+    );
+    setter!(
+        /// Sets [`SalesforceConfig::skip_unchanged`].
+        skip_unchanged: bool
     );
     setter!(
         /// Sets [`SalesforceConfig::recycle_bin_window`].

@@ -9,6 +9,14 @@
 //! | `Update` | `PATCH composite/sobjects` | `update` |
 //! | `Delete` | `DELETE composite/sobjects?ids=` | `delete` |
 //!
+//! Before an upsert by external id or an update by `Id` through collections
+//! (with [`skip_unchanged`](crate::SalesforceConfig::skip_unchanged), the
+//! default), one `query` per chunk reads the records holding the chunk's keys; records
+//! whose values all match are reported [`WriteOutcome::Unchanged`] and not
+//! sent, so a repeated sync writes nothing and bumps no `SystemModstamp`.
+//! If that lookup fails for any reason but an expired session or the daily
+//! quota, the chunk is written whole.
+//!
 //! Every call sends `allOrNone: false`, so one bad record does not stop the
 //! others; each record's outcome carries Salesforce's `statusCode`,
 //! `message` and `fields`. An ingest job's `successfulResults` and
@@ -26,7 +34,8 @@ use serde_json::{Map, Value as Json};
 use crate::client::{IngestResults, SalesforceClient};
 use crate::csv::{CsvReader, NULL_VALUE, write_row};
 use crate::error::api_error;
-use crate::soql::check_name;
+use crate::soql::{Condition, Literal, Select, check_name, is_valid_name};
+use crate::source::parse_datetime;
 use crate::wire::{CreateIngestJob, JobState, SaveResult};
 
 /// A field value as Salesforce JSON: numbers as numbers, dates as
@@ -213,8 +222,29 @@ async fn collections_write(
         let client = client.clone();
         let plan = plan.clone();
         let object = object.to_owned();
+        let skip_unchanged = cfg.skip_unchanged;
         async move {
+            let mut unchanged = Vec::new();
+            let chunk = match &plan {
+                Plan::Upsert(_) | Plan::Update if skip_unchanged => {
+                    let key = match &plan {
+                        Plan::Upsert(key) => key.as_str(),
+                        _ => "Id",
+                    };
+                    match leave_out_unchanged(&client, &object, key, chunk).await {
+                        Ok((rest, same)) => {
+                            unchanged = same;
+                            rest
+                        }
+                        Err(e) => return (Vec::new(), unchanged, Err(e)),
+                    }
+                }
+                _ => chunk,
+            };
             let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            if indices.is_empty() {
+                return (indices, unchanged, Ok(Vec::new()));
+            }
             let records: Vec<Map<String, Json>> = chunk.into_iter().map(|(_, m)| m).collect();
             let result = match &plan {
                 Plan::Upsert(key) => client.collections_upsert(&object, key, records).await,
@@ -228,11 +258,14 @@ async fn collections_write(
                     client.collections_delete(&ids).await
                 }
             };
-            (indices, result)
+            (indices, unchanged, result)
         }
     }))
     .buffered(cfg.write_concurrency);
-    while let Some((indices, result)) = calls.next().await {
+    while let Some((indices, unchanged, result)) = calls.next().await {
+        for (i, id) in unchanged {
+            outcomes[i] = Some(WriteOutcome::Unchanged(RecordId::new(id)));
+        }
         match result {
             Ok(results) => {
                 for (pos, r) in results.into_iter().enumerate() {
@@ -256,6 +289,176 @@ async fn collections_write(
         }
     }
     Ok(())
+}
+
+/// The most bytes of URL-encoded SOQL one key lookup sends: Salesforce
+/// rejects request URIs over 16,384 bytes (REST API Developer Guide, "Request
+/// URI length"), and the path and other parameters need room too.
+const MAX_LOOKUP_SOQL_BYTES: usize = 12_000;
+
+fn encoded_len(s: &str) -> usize {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .map(str::len)
+        .sum()
+}
+
+/// A key value as text, the form external ids compare in.
+fn key_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) if !s.is_empty() => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether a value about to be sent equals the stored one: numbers by value
+/// (`1234.5` = `1234.50`), date-times by instant (`...Z` = `...+0000`),
+/// everything else exactly.
+fn same_value(sent: &Json, stored: &Json) -> bool {
+    let decimal = |v: &Json| match v {
+        Json::Number(n) => crm_core::value::parse_decimal(&n.to_string()),
+        Json::String(s) => crm_core::value::parse_decimal(s),
+        _ => None,
+    };
+    match (sent, stored) {
+        (Json::Null, Json::Null) => true,
+        (Json::Bool(a), Json::Bool(b)) => a == b,
+        (Json::String(a), Json::String(b)) => {
+            a == b || matches!((parse_datetime(a), parse_datetime(b)), (Some(x), Some(y)) if x == y)
+        }
+        (Json::Number(_), Json::Number(_) | Json::String(_))
+        | (Json::String(_), Json::Number(_)) => {
+            matches!((decimal(sent), decimal(stored)), (Some(x), Some(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
+/// Ids of the records unchanged by a write: `(batch position, Id)`.
+type Unchanged = Vec<(usize, String)>;
+
+/// Splits a chunk of upserts by `key` into the records to send and those
+/// whose stored values already match (see the module docs).
+///
+/// # Errors
+/// Only [`ErrorKind::Auth`] and [`ErrorKind::QuotaExhausted`]; any other
+/// failure of the lookup sends the whole chunk.
+async fn leave_out_unchanged(
+    client: &SalesforceClient,
+    object: &str,
+    key: &str,
+    chunk: Vec<(usize, Map<String, Json>)>,
+) -> Result<(Vec<(usize, Map<String, Json>)>, Unchanged)> {
+    // Scalar top-level fields only: a nested relationship reference is
+    // never compared, its record is sent.
+    let mut fields: Vec<String> = vec!["Id".to_owned(), key.to_owned()];
+    let mut keys: Vec<String> = Vec::new();
+    for (_, m) in &chunk {
+        if let Some(k) = m.get(key).and_then(key_text)
+            && !keys.contains(&k)
+        {
+            keys.push(k);
+        }
+        for (name, v) in m {
+            if !v.is_object()
+                && !v.is_array()
+                && is_valid_name(name)
+                && !name.contains('.')
+                && !fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+            {
+                fields.push(name.clone());
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Ok((chunk, Vec::new()));
+    }
+    let stored = match lookup(client, object, key, &fields, keys).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::QuotaExhausted) => {
+            return Err(e);
+        }
+        Err(e) => {
+            tracing::warn!(object, error = %e, "unchanged-record lookup failed; writing the whole chunk");
+            return Ok((chunk, Vec::new()));
+        }
+    };
+    let mut send = Vec::with_capacity(chunk.len());
+    let mut same = Vec::new();
+    for (i, m) in chunk {
+        let found = m
+            .get(key)
+            .and_then(key_text)
+            .and_then(|k| stored.get(&k))
+            .and_then(Option::as_ref);
+        let unchanged = found.and_then(|rec| {
+            let all_same = m.iter().all(|(name, v)| {
+                name == "attributes"
+                    || rec
+                        .iter()
+                        .find(|(f, _)| f.eq_ignore_ascii_case(name))
+                        .is_some_and(|(_, old)| same_value(v, old))
+            });
+            let id = rec.get("Id").and_then(Json::as_str)?;
+            all_same.then(|| id.to_owned())
+        });
+        match unchanged {
+            Some(id) => same.push((i, id)),
+            None => send.push((i, m)),
+        }
+    }
+    Ok((send, same))
+}
+
+/// The stored records holding `keys` in `key`, by key text; `None` for a key
+/// more than one record holds (never treated as unchanged).
+async fn lookup(
+    client: &SalesforceClient,
+    object: &str,
+    key: &str,
+    fields: &[String],
+    keys: Vec<String>,
+) -> Result<HashMap<String, Option<Map<String, Json>>>> {
+    let base = encoded_len(&Select::new(object)?.fields(fields)?.to_soql()) + key.len() + 16;
+    let mut groups: Vec<Vec<Literal>> = Vec::new();
+    let mut size = base;
+    for k in keys {
+        let lit = Literal::text(k);
+        let add = encoded_len(&lit.to_string()) + 6;
+        match groups.last_mut() {
+            Some(g) if size + add <= MAX_LOOKUP_SOQL_BYTES => {
+                size += add;
+                g.push(lit);
+            }
+            _ => {
+                size = base + add;
+                groups.push(vec![lit]);
+            }
+        }
+    }
+    let mut out: HashMap<String, Option<Map<String, Json>>> = HashMap::new();
+    for group in groups {
+        let soql = Select::new(object)?
+            .fields(fields)?
+            .filter(Condition::is_in(key, group)?)
+            .to_soql();
+        let mut page = client.query_paged(&soql, false, 2000).await?;
+        loop {
+            for rec in page.records {
+                let Some(k) = rec.get(key).and_then(key_text) else {
+                    continue;
+                };
+                out.entry(k)
+                    .and_modify(|slot| *slot = None)
+                    .or_insert(Some(rec));
+            }
+            match page.next_records_url.filter(|_| !page.done) {
+                Some(next) => page = client.query_more(&next).await?,
+                None => break,
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn bulk_write(

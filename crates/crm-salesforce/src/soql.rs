@@ -219,6 +219,8 @@ pub enum Condition {
     And(Vec<Condition>),
     /// Any of them.
     Or(Vec<Condition>),
+    /// `field IN (v1, v2, ...)`.
+    In(String, Vec<Literal>),
 }
 
 impl Condition {
@@ -237,6 +239,15 @@ impl Condition {
     /// As [`Condition::cmp`].
     pub fn eq(field: &str, value: Literal) -> crm_core::Result<Condition> {
         Condition::cmp(field, Op::Eq, value)
+    }
+
+    /// `field IN (values)`.
+    ///
+    /// # Errors
+    /// As [`Condition::cmp`].
+    pub fn is_in(field: &str, values: Vec<Literal>) -> crm_core::Result<Condition> {
+        check_name(field)?;
+        Ok(Condition::In(field.to_owned(), values))
     }
 
     /// The keyset condition of a cursor `(t, id)`:
@@ -259,6 +270,16 @@ impl Condition {
         match self {
             Condition::Cmp(f, op, v) => {
                 let _ = write!(out, "{f} {} {v}", op.as_str());
+            }
+            Condition::In(f, values) => {
+                let _ = write!(out, "{f} IN (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    let _ = write!(out, "{v}");
+                }
+                out.push(')');
             }
             Condition::And(parts) | Condition::Or(parts) => {
                 let joiner = if matches!(self, Condition::And(_)) {

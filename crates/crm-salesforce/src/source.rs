@@ -213,6 +213,8 @@ struct Reader {
     object: String,
     fields: Vec<String>,
     since: Option<CursorState>,
+    /// Records asked for per page (`batchSize`).
+    page_size: u32,
     stage: Stage,
     plan: Option<Plan>,
     cursor: Option<CursorState>,
@@ -389,14 +391,21 @@ impl Reader {
                 Stage::Done => return Ok(None),
                 Stage::Start => {
                     let plan = self.plan().await?;
-                    let first = match self.client.query(&plan.soql, plan.all).await {
+                    let first = match self
+                        .client
+                        .query_paged(&plan.soql, plan.all, self.page_size)
+                        .await
+                    {
                         Err(e)
                             if e.context_value(crm_http::classify::CTX_PROVIDER_CODE)
                                 == Some(ErrorCode::InvalidField.as_str()) =>
                         {
                             // A field vanished between describe and query: describe again.
                             let plan2 = self.plan().await?;
-                            let r = self.client.query(&plan2.soql, plan2.all).await?;
+                            let r = self
+                                .client
+                                .query_paged(&plan2.soql, plan2.all, self.page_size)
+                                .await?;
                             self.plan = Some(plan2);
                             r
                         }
@@ -556,10 +565,18 @@ pub(crate) fn read_stream<'a>(
         .as_ref()
         .map(|s| s.seen.iter().map(|x| (x.id.clone(), x.at)).collect())
         .unwrap_or_default();
+    // The request's page size wins over the configured one; Salesforce takes 200..=2,000.
+    let page_size = req
+        .page_size
+        .map_or(client.config().page_size, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
+        .clamp(200, 2000);
     let reader = Reader {
         client: client.clone(),
         object: req.object,
         fields: req.fields,
+        page_size,
         cursor: since.clone(),
         since,
         stage: Stage::Start,

@@ -159,7 +159,36 @@ async fn thousand_upserts_in_five_collection_calls_and_retry_is_idempotent() {
         )
         .await
         .unwrap();
-    assert!(again.iter().all(|o| matches!(o, WriteOutcome::Updated(_))));
+    // The same values again: nothing to write.
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, WriteOutcome::Unchanged(_)))
+    );
+    assert_eq!(
+        sim.request_log().count_calls(
+            "PATCH",
+            "/services/data/v59.0/composite/sobjects/Contact/External_Id__c"
+        ),
+        5
+    );
+    // Changed values are written again.
+    let changed: Vec<Record> = upsert_records(1_000, &[])
+        .into_iter()
+        .map(|r| r.with("FirstName", "Grace"))
+        .collect();
+    let third = sf
+        .write("Contact", WriteBatch::upsert("External_Id__c", changed))
+        .await
+        .unwrap();
+    assert!(third.iter().all(|o| matches!(o, WriteOutcome::Updated(_))));
+    assert_eq!(
+        sim.request_log().count_calls(
+            "PATCH",
+            "/services/data/v59.0/composite/sobjects/Contact/External_Id__c"
+        ),
+        10
+    );
     assert_eq!(
         sim.context()
             .store()

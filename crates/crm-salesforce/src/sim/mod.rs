@@ -97,7 +97,13 @@ struct QueryCursor {
     fields: Vec<String>,
     ids: Vec<RecordId>,
     batch: usize,
+    opened: DateTime<Utc>,
 }
+
+/// How long a query cursor and its results stay available: two days since
+/// API 56.0, with no limit on open cursors ("API Query Cursor Limits", Salesforce
+/// App Limits Cheatsheet). A `nextRecordsUrl` can be fetched again within that time.
+const CURSOR_LIFETIME_HOURS: i64 = 48;
 
 struct Job {
     info: crate::wire::JobInfo,
@@ -716,30 +722,49 @@ fn batch_size(headers: &HeaderMap) -> usize {
         .map_or(2000, |n| n.clamp(200, 2000))
 }
 
-fn query_page(st: &St, v: &str, cursor_id: &str, offset: usize, mut cur: QueryCursor) -> Response {
-    let Some(d) = st.shared.describe(&cur.object) else {
-        return sf_error(
+fn query_page(st: &St, v: &str, cursor_id: &str, offset: usize) -> Response {
+    let invalid = || {
+        sf_error(
             StatusCode::BAD_REQUEST,
             "INVALID_QUERY_LOCATOR",
             "invalid query locator",
-        );
+        )
     };
-    let end = (offset + cur.batch).min(cur.ids.len());
-    let records: Vec<Json> = cur.ids[offset..end]
-        .iter()
-        .filter_map(|id| st.ctx.store().get(&d.name, id))
-        .map(|r| render(st, &d, &r, &cur.fields, v))
-        .collect();
-    let done = end >= cur.ids.len();
-    let mut body = json!({"totalSize": cur.ids.len(), "done": done, "records": records});
-    if !done {
-        body["nextRecordsUrl"] = json!(format!("/services/data/{v}/query/{cursor_id}-{end}"));
-        cur.ids.shrink_to_fit();
-        st.shared
+    // The page's ids and fields, copied out so records render without the lock.
+    let (object, fields, page, total, batch) = {
+        let cursors = st
+            .shared
             .cursors
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(cursor_id.to_owned(), cur);
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(cur) = cursors.get(cursor_id) else {
+            return invalid();
+        };
+        let end = (offset + cur.batch).min(cur.ids.len());
+        let Some(page) = cur.ids.get(offset..end) else {
+            return invalid();
+        };
+        (
+            cur.object.clone(),
+            cur.fields.clone(),
+            page.to_vec(),
+            cur.ids.len(),
+            cur.batch,
+        )
+    };
+    let Some(d) = st.shared.describe(&object) else {
+        return invalid();
+    };
+    let end = (offset + batch).min(total);
+    let records: Vec<Json> = page
+        .iter()
+        .filter_map(|id| st.ctx.store().get(&d.name, id))
+        .map(|r| render(st, &d, &r, &fields, v))
+        .collect();
+    let done = end >= total;
+    let mut body = json!({"totalSize": total, "done": done, "records": records});
+    if !done {
+        body["nextRecordsUrl"] = json!(format!("/services/data/{v}/query/{cursor_id}-{end}"));
     }
     axum::Json(body).into_response()
 }
@@ -753,14 +778,36 @@ async fn do_query(st: St, v: String, headers: HeaderMap, q: String, all: bool) -
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let cursor_id = st.shared.next_id("01g");
+    let cursor_id = st.shared.next_id("0r8");
+    let now = st.ctx.clock().now();
+    let batch = batch_size(&headers);
+    let single_page = ids.len() <= batch;
     let cur = QueryCursor {
         object: parsed.object.clone(),
         fields: parsed.fields.clone(),
         ids,
-        batch: batch_size(&headers),
+        batch,
+        opened: now,
     };
-    query_page(&st, &v, &cursor_id, 0, cur)
+    {
+        let mut cursors = st
+            .shared
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let lifetime = chrono::Duration::hours(CURSOR_LIFETIME_HOURS);
+        cursors.retain(|_, c| now - c.opened < lifetime);
+        cursors.insert(cursor_id.clone(), cur);
+    }
+    let resp = query_page(&st, &v, &cursor_id, 0);
+    if single_page {
+        st.shared
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&cursor_id);
+    }
+    resp
 }
 
 async fn query(
@@ -796,20 +843,7 @@ async fn query_more(State(st): State<St>, Path((v, locator)): Path<(String, Stri
             "invalid query locator",
         );
     };
-    let cur = st
-        .shared
-        .cursors
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(id);
-    match cur {
-        Some(cur) => query_page(&st, &v, id, offset, cur),
-        None => sf_error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_QUERY_LOCATOR",
-            "invalid query locator",
-        ),
-    }
+    query_page(&st, &v, id, offset)
 }
 
 async fn limits(State(st): State<St>) -> Response {
