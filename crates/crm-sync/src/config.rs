@@ -107,6 +107,11 @@ pub fn from_yaml_at<T: serde::de::DeserializeOwned>(
         if let Some(cut) = message.find(" at line ") {
             message.truncate(cut);
         }
+        // serde_yaml may start the message with the path it also gives.
+        let prefix = format!("{path}: ");
+        if let Some(rest) = message.strip_prefix(&prefix) {
+            message = rest.to_owned();
+        }
         ConfigError {
             origin: origin.to_owned(),
             path: if path == "." { String::new() } else { path },
@@ -180,16 +185,18 @@ pub struct OAuthSection {
     pub scopes: Vec<String>,
 }
 
-/// Where campaigns come from.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum CampaignsSource {
+/// Where campaigns come from: exactly one of `file` and `database`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignsSource {
     /// A CSV file with a header row naming `campaign_id` (or `id`), `name`
     /// and optionally `advertiser_name`, `start_date`, `end_date`, `status`.
     /// A relative path is relative to the config file.
-    File(PathBuf),
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// A database query returning the same columns.
-    Database(Box<SqlConfig>),
+    #[serde(default)]
+    pub database: Option<Box<SqlConfig>>,
 }
 
 /// The store synced records go to.
@@ -338,10 +345,17 @@ impl SyncJob {
                  (Google Sheets) or a `database:` block (PostgreSQL, MySQL, SQLite)",
             ));
         }
+        if let Some(c) = &job.campaigns
+            && c.file.is_some() == c.database.is_some()
+        {
+            return Err(ConfigError::new(
+                origin,
+                "`campaigns:` takes exactly one of `file: campaigns.csv` and `database: {...}`",
+            ));
+        }
+        // `crm.matching` tunes `matching:` (and nothing without it).
         if let (Some(matching), Some(settings)) = (job.matching.take(), job.crm.matching.clone()) {
             job.matching = Some(matching.with_settings(settings));
-        } else if let (None, Some(_)) = (&job.matching, &job.crm.matching) {
-            // `crm.matching` without `matching:` tunes nothing.
         }
         Ok(job)
     }
@@ -367,7 +381,7 @@ impl SyncJob {
     }
 
     fn rebase(&mut self, dir: &Path) {
-        if let Some(CampaignsSource::File(p)) = &mut self.campaigns
+        if let Some(p) = self.campaigns.as_mut().and_then(|c| c.file.as_mut())
             && p.is_relative()
         {
             *p = dir.join(&*p);

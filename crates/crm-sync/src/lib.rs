@@ -7,6 +7,7 @@
 //! - [`state`]: what the pipeline keeps durable (checkpoints, dead letters,
 //!   the review queue), with an in-memory implementation.
 //! - [`report`]: the numbers of a run.
+//! - [`runner`]: runs a [`config::SyncJob`] end to end.
 //! - [`config`]: [`config::SyncJob`] loaded from YAML in the seeds' shapes.
 //! - [`cli`]: the `crm-sync` command line.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod pipeline;
 pub mod report;
+pub mod runner;
 pub mod state;
 
 pub use pipeline::{Mode, Pipeline};

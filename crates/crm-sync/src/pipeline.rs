@@ -353,6 +353,7 @@ impl<'a> Pipeline<'a> {
         report: &mut RunReport,
     ) -> Result<Vec<(usize, Record)>> {
         let mut valid = Vec::with_capacity(rows.len());
+        let mut dead = Vec::new();
         for (i, row) in rows {
             // Problems the source found (unreadable cells, formula errors)
             // and every failed rule, together: a report per record.
@@ -390,9 +391,21 @@ impl<'a> Pipeline<'a> {
                         .map(|(field, rule, message)| format!("{field} ({rule}): {message}"))
                         .collect();
                     let key = self.label(&row);
-                    self.dead(Stage::Validate, key, row, errors).await?;
+                    dead.push((key, row, errors));
                 }
             }
+        }
+        // Rows that pass now went through: their old dead letters go. This
+        // runs before the page's own dead letters are written, because a
+        // duplicate row shares its key with the valid row it duplicates.
+        let passed: Vec<String> = valid.iter().map(|(_, r)| self.label(r)).collect();
+        if !passed.is_empty() {
+            self.state
+                .clear_dead_letters(&self.job, &self.object, &passed)
+                .await?;
+        }
+        for (key, row, errors) in dead {
+            self.dead(Stage::Validate, key, row, errors).await?;
         }
         Ok(valid)
     }
@@ -432,6 +445,8 @@ impl<'a> Pipeline<'a> {
         let records: Vec<Record> = rows.iter().map(|(_, r)| r.clone()).collect();
         let results = matching.matcher.match_all(&records);
         let mut out = Vec::with_capacity(rows.len());
+        let mut settled = Vec::new();
+        let mut to_review = Vec::new();
         for ((i, mut row), result) in rows.into_iter().zip(results) {
             *report
                 .match_status
@@ -448,52 +463,57 @@ impl<'a> Pipeline<'a> {
                         MatchStatus::Multiple => ReviewKind::MultipleMatch,
                         _ => ReviewKind::ProbableMatch,
                     };
-                    let room = match self.max_manual_review {
-                        Some(cap) => self.state.review_count(&self.job).await? < cap,
-                        None => true,
-                    };
-                    if room {
-                        self.state
-                            .queue_review(ReviewItem {
-                                job: self.job.clone(),
-                                object: self.object.clone(),
-                                record_key: key,
-                                kind,
-                                candidates: result
-                                    .candidates
-                                    .iter()
-                                    .map(|c| matching.candidate(c))
-                                    .collect(),
-                                record: row.clone(),
-                            })
-                            .await?;
-                    } else {
-                        report.review_overflow += 1;
-                        if !*warned {
-                            *warned = true;
-                            report.warnings.push(format!(
-                                "the review queue is full (max_manual_review = {}); further \
-                                 probable and multiple matches are stored with their status \
-                                 but not queued",
-                                self.max_manual_review.unwrap_or_default()
-                            ));
-                        }
-                    }
+                    to_review.push(ReviewItem {
+                        job: self.job.clone(),
+                        object: self.object.clone(),
+                        record_key: key,
+                        kind,
+                        candidates: result
+                            .candidates
+                            .iter()
+                            .map(|c| matching.candidate(c))
+                            .collect(),
+                        record: row.clone(),
+                    });
                 }
                 MatchAction::Skip => {
                     report.match_skipped += 1;
-                    self.state
-                        .clear_review(&self.job, &self.object, &key)
-                        .await?;
+                    settled.push(key);
                     continue;
                 }
-                MatchAction::Link | MatchAction::CreateUnmatched => {
-                    self.state
-                        .clear_review(&self.job, &self.object, &key)
-                        .await?;
-                }
+                MatchAction::Link | MatchAction::CreateUnmatched => settled.push(key),
             }
             out.push((i, row));
+        }
+        // Records whose match is now certain leave the queue; then the
+        // page's review items go in, up to the cap.
+        if !settled.is_empty() {
+            self.state
+                .clear_reviews(&self.job, &self.object, &settled)
+                .await?;
+        }
+        if !to_review.is_empty() {
+            let mut queued = match self.max_manual_review {
+                Some(_) => self.state.review_count(&self.job).await?,
+                None => 0,
+            };
+            for item in to_review {
+                if self.max_manual_review.is_some_and(|cap| queued >= cap) {
+                    report.review_overflow += 1;
+                    if !*warned {
+                        *warned = true;
+                        report.warnings.push(format!(
+                            "the review queue is full (max_manual_review = {}); further \
+                             probable and multiple matches are stored with their status \
+                             but not queued",
+                            self.max_manual_review.unwrap_or_default()
+                        ));
+                    }
+                    continue;
+                }
+                self.state.queue_review(item).await?;
+                queued += 1;
+            }
         }
         Ok(out)
     }
@@ -537,12 +557,8 @@ impl<'a> Pipeline<'a> {
                         let key = labels.get(index).cloned().unwrap_or(label);
                         self.dead(Stage::Store, key, record, vec![error.to_string()])
                             .await?;
-                        continue;
                     }
                 }
-                self.state
-                    .clear_dead_letters(&self.job, &self.object, &label)
-                    .await?;
             }
         }
         for chunk in deletes.chunks(max) {

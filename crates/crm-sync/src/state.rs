@@ -137,14 +137,20 @@ pub trait PipelineState: Send + Sync {
     /// Keeps a failed record; replaces an entry with the same key and stage.
     async fn dead_letter(&self, entry: DeadLetter) -> Result<()>;
 
-    /// Removes a record's dead letters (it went through on a later attempt).
-    async fn clear_dead_letters(&self, job: &str, object: &str, record_key: &str) -> Result<()>;
+    /// Removes the dead letters of records that now went through (passed
+    /// validation on a later attempt).
+    async fn clear_dead_letters(
+        &self,
+        job: &str,
+        object: &str,
+        record_keys: &[String],
+    ) -> Result<()>;
 
     /// Queues a record for review; replaces an entry with the same key.
     async fn queue_review(&self, item: ReviewItem) -> Result<()>;
 
-    /// Removes a record from the review queue (its match is now certain).
-    async fn clear_review(&self, job: &str, object: &str, record_key: &str) -> Result<()>;
+    /// Removes records from the review queue (their match is now certain).
+    async fn clear_reviews(&self, job: &str, object: &str, record_keys: &[String]) -> Result<()>;
 
     /// How many items of `job` wait for review.
     async fn review_count(&self, job: &str) -> Result<usize>;
@@ -226,9 +232,17 @@ impl PipelineState for MemoryState {
         Ok(())
     }
 
-    async fn clear_dead_letters(&self, job: &str, object: &str, record_key: &str) -> Result<()> {
-        let k = key(job, object, record_key);
-        self.lock().dead.retain(|(dk, _), _| *dk != k);
+    async fn clear_dead_letters(
+        &self,
+        job: &str,
+        object: &str,
+        record_keys: &[String],
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        for record_key in record_keys {
+            let k = key(job, object, record_key);
+            inner.dead.retain(|(dk, _), _| *dk != k);
+        }
         Ok(())
     }
 
@@ -238,8 +252,11 @@ impl PipelineState for MemoryState {
         Ok(())
     }
 
-    async fn clear_review(&self, job: &str, object: &str, record_key: &str) -> Result<()> {
-        self.lock().review.remove(&key(job, object, record_key));
+    async fn clear_reviews(&self, job: &str, object: &str, record_keys: &[String]) -> Result<()> {
+        let mut inner = self.lock();
+        for record_key in record_keys {
+            inner.review.remove(&key(job, object, record_key));
+        }
         Ok(())
     }
 
@@ -338,10 +355,15 @@ impl PipelineState for SqlState {
             .map(drop)
     }
 
-    async fn clear_dead_letters(&self, job: &str, object: &str, record_key: &str) -> Result<()> {
+    async fn clear_dead_letters(
+        &self,
+        job: &str,
+        object: &str,
+        record_keys: &[String],
+    ) -> Result<()> {
         self.check_job(job)?;
         self.store
-            .clear_dead_letters_for(&self.connection, object, record_key)
+            .clear_dead_letters_for(&self.connection, object, record_keys)
             .await
             .map(drop)
     }
@@ -368,10 +390,10 @@ impl PipelineState for SqlState {
             .map(drop)
     }
 
-    async fn clear_review(&self, job: &str, object: &str, record_key: &str) -> Result<()> {
+    async fn clear_reviews(&self, job: &str, object: &str, record_keys: &[String]) -> Result<()> {
         self.check_job(job)?;
         self.store
-            .dismiss_reviews_for(&self.connection, object, record_key)
+            .dismiss_reviews_for(&self.connection, object, record_keys)
             .await
             .map(drop)
     }

@@ -14,6 +14,14 @@ use super::{
 };
 use crate::db::{Arg, RowExt};
 
+/// Keys bound in one `IN (...)` list: well under every engine's limit on
+/// bound parameters (SQLite's is the lowest, 32,766 in current versions).
+const KEYS_PER_STATEMENT: usize = 500;
+
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 impl StateStore {
     /// The id of the connection `provider`/`name`, created (active, no
     /// credentials) when it does not exist yet.
@@ -145,8 +153,8 @@ impl StateStore {
         Ok(id)
     }
 
-    /// Removes every dead letter of one record (it went through later).
-    /// Returns how many were removed.
+    /// Removes every dead letter of these records (they went through
+    /// later). Returns how many were removed.
     ///
     /// # Errors
     /// Database errors.
@@ -154,15 +162,26 @@ impl StateStore {
         &self,
         conn: &ConnectionId,
         object: &str,
-        record_key: &str,
+        record_keys: &[String],
     ) -> Result<u64> {
-        self.ops()
-            .exec(
-                "state.clear_dead_letters_for",
-                "DELETE FROM crm_dead_letters WHERE connection_id = ? AND object = ? AND record_key = ?",
-                &[Arg::text(conn.as_str()), Arg::text(object), Arg::text(record_key)],
-            )
-            .await
+        let mut removed = 0;
+        for chunk in record_keys.chunks(KEYS_PER_STATEMENT) {
+            let mut args = vec![Arg::text(conn.as_str()), Arg::text(object)];
+            args.extend(chunk.iter().map(|k| Arg::text(k.as_str())));
+            removed += self
+                .ops()
+                .exec(
+                    "state.clear_dead_letters_for",
+                    &format!(
+                        "DELETE FROM crm_dead_letters WHERE connection_id = ? AND object = ? \
+                         AND record_key IN ({})",
+                        marks(chunk.len())
+                    ),
+                    &args,
+                )
+                .await?;
+        }
+        Ok(removed)
     }
 
     /// Dead letters of a connection, all attempts, oldest first.
@@ -248,8 +267,8 @@ impl StateStore {
         Ok(id)
     }
 
-    /// Dismisses the open review items of one record (its match became
-    /// certain, or it left the source). Returns how many were closed.
+    /// Dismisses the open review items of these records (their match
+    /// became certain, or they left the source). Returns how many were closed.
     ///
     /// # Errors
     /// Database errors.
@@ -257,23 +276,32 @@ impl StateStore {
         &self,
         conn: &ConnectionId,
         object: &str,
-        record_id: &str,
+        record_ids: &[String],
     ) -> Result<u64> {
-        self.ops()
-            .exec(
-                "state.dismiss_reviews_for",
-                "UPDATE crm_review_queue SET status = ?, resolved_at = ? WHERE connection_id = ? \
-                 AND object = ? AND record_id = ? AND status = ?",
-                &[
-                    Arg::text(ReviewStatus::Dismissed.as_str()),
-                    Arg::time(Utc::now()),
-                    Arg::text(conn.as_str()),
-                    Arg::text(object),
-                    Arg::text(record_id),
-                    Arg::text(ReviewStatus::Open.as_str()),
-                ],
-            )
-            .await
+        let mut closed = 0;
+        for chunk in record_ids.chunks(KEYS_PER_STATEMENT) {
+            let mut args = vec![
+                Arg::text(ReviewStatus::Dismissed.as_str()),
+                Arg::time(Utc::now()),
+                Arg::text(conn.as_str()),
+                Arg::text(object),
+                Arg::text(ReviewStatus::Open.as_str()),
+            ];
+            args.extend(chunk.iter().map(|k| Arg::text(k.as_str())));
+            closed += self
+                .ops()
+                .exec(
+                    "state.dismiss_reviews_for",
+                    &format!(
+                        "UPDATE crm_review_queue SET status = ?, resolved_at = ? WHERE connection_id = ? \
+                         AND object = ? AND status = ? AND record_id IN ({})",
+                        marks(chunk.len())
+                    ),
+                    &args,
+                )
+                .await?;
+        }
+        Ok(closed)
     }
 
     /// How many review items of a connection are open.

@@ -1,6 +1,7 @@
 //! The `crm-sync` command line.
 
 pub mod matching;
+pub mod run;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -20,6 +21,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a sync job once and print its report.
+    Run(run::RunArgs),
+    /// Sync a simulated bookings sheet into a SQLite file: no credentials, no network.
+    Demo(run::DemoArgs),
     /// Match a bookings CSV to a campaigns CSV (first column id, second name).
     Match(matching::MatchArgs),
 }
@@ -64,5 +69,15 @@ impl fmt::Display for CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Match(args) => matching::run(&args),
+        Command::Run(args) => block_on(run::run(&args)),
+        Command::Demo(args) => block_on(run::demo(&args)),
     }
+}
+
+fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(f: F) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
 }

@@ -1,0 +1,186 @@
+//! `crm-sync run CONFIG` and `crm-sync demo`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use crm_sheets::GoogleCredentials;
+use crm_sheets::sim::{SheetsSimConfig, SheetsSimulator};
+use crm_sim::SimServer;
+
+use super::CliError;
+use crate::config::SyncJob;
+use crate::pipeline::{Mode, Observer};
+use crate::report::RunReport;
+use crate::runner::{Overrides, RunError, run_job};
+use crate::state::Stage;
+
+/// Options of `crm-sync run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The job file (YAML in the shape of the design documents).
+    pub config: PathBuf,
+    /// Read everything, not only what changed since the last run.
+    #[arg(long)]
+    pub full: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `crm-sync demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Booking rows in the simulated sheet.
+    #[arg(long, default_value = "3000")]
+    pub rows: usize,
+    /// Seed of the simulated data (the same seed gives the same sheet).
+    #[arg(long, default_value = "7")]
+    pub seed: u64,
+    /// Folder for the SQLite store (replaced on every demo).
+    #[arg(long, default_value = "crm-sync-demo")]
+    pub dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The demo's job: the file a user copies for a real sheet.
+pub const DEMO_JOB: &str = include_str!("../../../../examples/bookings/bookings.yaml");
+/// The demo's campaigns.
+pub const DEMO_CAMPAIGNS: &str = include_str!("../../../../examples/bookings/campaigns.csv");
+
+/// Prints one line per page on a terminal, nothing otherwise.
+struct Progress {
+    on: bool,
+}
+
+#[async_trait]
+impl Observer for Progress {
+    async fn after_stage(&self, page: u64, stage: Stage, report: &RunReport) {
+        if self.on && stage == Stage::Checkpoint {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "page {page}: {} rows read, {} valid, {} stored",
+                    report.rows_read,
+                    report.valid,
+                    report.stored()
+                );
+            }
+        }
+    }
+}
+
+fn print(report: &RunReport, json: bool) -> Result<(), CliError> {
+    let text = if json {
+        serde_json::to_string_pretty(report)
+            .map_err(|e| CliError::failed(format!("the report cannot be written: {e}")))?
+    } else {
+        report.to_string()
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+fn from_run_error(e: RunError) -> CliError {
+    match e {
+        RunError::Setup(_) => CliError::usage(e.to_string()),
+        RunError::Run(_) => CliError::failed(e.to_string()),
+    }
+}
+
+/// Runs `crm-sync run`.
+pub async fn run(args: &RunArgs) -> Result<(), CliError> {
+    let job = SyncJob::load(&args.config).map_err(|e| {
+        CliError::usage(format!(
+            "{e}. Fix the job file; docs/configuration.md lists every key."
+        ))
+    })?;
+    let overrides = Overrides {
+        base_dir: args.config.parent().map(PathBuf::from),
+        ..Overrides::default()
+    };
+    let mode = if args.full {
+        Mode::Full
+    } else {
+        Mode::Incremental
+    };
+    let progress = Progress {
+        on: !args.json && std::io::stderr().is_terminal(),
+    };
+    let report = run_job(&job, mode, overrides, Some(&progress))
+        .await
+        .map_err(from_run_error)?;
+    print(&report, args.json)
+}
+
+/// Runs the demo and returns its report (the CLI prints it).
+///
+/// # Errors
+/// As [`run_job`], plus a simulator that cannot start.
+pub async fn demo_report(args: &DemoArgs) -> Result<RunReport, CliError> {
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| CliError::usage(format!("cannot create {}: {e}", args.dir.display())))?;
+    for name in ["bookings.db", "bookings.db-wal", "bookings.db-shm"] {
+        let path = args.dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .map_err(|e| CliError::usage(format!("cannot replace {}: {e}", path.display())))?;
+        }
+    }
+    let sim_config = SheetsSimConfig::default().demo_rows(args.rows);
+    let sim = SheetsSimulator::new(sim_config.clone());
+    let handle = SimServer::new(sim)
+        .seed(args.seed)
+        .demo_data(true)
+        .start()
+        .await
+        .map_err(|e| CliError::failed(format!("the Google Sheets simulator did not start: {e}")))?;
+    let job = SyncJob::from_yaml(DEMO_JOB, "examples/bookings/bookings.yaml")
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let campaigns =
+        crate::campaigns::from_reader(DEMO_CAMPAIGNS.as_bytes(), "examples/bookings/campaigns.csv")
+            .map_err(|e| CliError::failed(e.to_string()))?;
+    let credentials = GoogleCredentials::authorized_user(
+        sim_config.client_id,
+        sim_config.client_secret.into(),
+        sim_config.refresh_token.into(),
+    )
+    .with_token_uri(handle.url("/token"));
+    let db = args.dir.join("bookings.db");
+    let overrides = Overrides {
+        sheet_base_url: Some(handle.base_url().to_owned()),
+        google_credentials: Some(credentials),
+        destination_url: Some(format!("sqlite://{}", db.display())),
+        campaigns: Some(campaigns),
+        base_dir: Some(args.dir.clone()),
+    };
+    let progress = Progress {
+        on: !args.json && std::io::stderr().is_terminal(),
+    };
+    let report = run_job(&job, Mode::Full, overrides, Some(&progress))
+        .await
+        .map_err(from_run_error)?;
+    handle.shutdown().await;
+    Ok(report)
+}
+
+/// Runs `crm-sync demo`.
+pub async fn demo(args: &DemoArgs) -> Result<(), CliError> {
+    let report = demo_report(args).await?;
+    print(&report, args.json)?;
+    if !args.json {
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "stored in {} (table `booking`; dead letters and the review queue in the crm_* tables)",
+                args.dir.join("bookings.db").display()
+            );
+        }
+    }
+    Ok(())
+}

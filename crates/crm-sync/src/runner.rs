@@ -1,0 +1,329 @@
+//! Runs a [`SyncJob`]: opens its source, destination, state store and
+//! campaigns, then drives the [`Pipeline`].
+//!
+//! Setting up (reading credentials, reaching the databases, loading the
+//! campaigns) and running are told apart in [`RunError`], because a
+//! person fixes the first (exit code 2) while the second is a run that could
+//! not finish (exit code 1).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_core::env::{from_process, interpolate};
+use crm_core::model::Campaign;
+use crm_core::{Change, Error, FieldSchema, FieldType, ObjectSchema, ReadRequest, Sink, Source};
+use crm_sheets::auth::GoogleCredentials;
+use crm_sheets::client::ClientOptions;
+use crm_sheets::source::SheetsConnector;
+use crm_sql::state::{CredentialKey, StateStore};
+use crm_sql::{SqlConfig, SqlConnector, booking_schema};
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+
+use crate::config::SyncJob;
+use crate::pipeline::{CampaignMatching, MATCH_STATUS_FIELD, Mode, Observer, Pipeline};
+use crate::report::RunReport;
+use crate::state::SqlState;
+
+/// Why a job did not run to the end.
+#[derive(Debug)]
+pub enum RunError {
+    /// The job could not start: credentials, an unreachable database, a
+    /// missing campaigns file. The message says what to fix.
+    Setup(Error),
+    /// The run started and could not finish; what was stored stays stored
+    /// and the next run resumes from the last checkpoint.
+    Run(Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Setup(e) => write!(f, "the job could not start: {e}"),
+            RunError::Run(e) => write!(
+                f,
+                "the run stopped before the end: {e}. Everything stored before the stop is \
+                 kept; the next run resumes from the last checkpoint"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Values that replace parts of a job: the demo points a job at the
+/// simulator this way, and tests use it too.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct Overrides {
+    /// The Google Sheets API base URL (a simulator's).
+    pub sheet_base_url: Option<String>,
+    /// Google credentials instead of `crm.google_sheets.credentials`.
+    pub google_credentials: Option<GoogleCredentials>,
+    /// The destination URL instead of `destination.url`.
+    pub destination_url: Option<String>,
+    /// Campaigns instead of the job's `campaigns:`.
+    pub campaigns: Option<Vec<Campaign>>,
+    /// The folder relative paths are taken from (default: the current one).
+    pub base_dir: Option<PathBuf>,
+}
+
+/// The destination table of a bookings job: seed 000's `booking` schema,
+/// named `table`, with the match status the pipeline records.
+///
+/// `client_id` may be empty here: a sheet names the client (`client_name`)
+/// rather than its id, which is filled once the client is known.
+pub fn destination_schema(table: &str) -> ObjectSchema {
+    let mut schema = booking_schema();
+    schema.name = table.to_owned();
+    schema.label = table.to_owned();
+    for field in &mut schema.fields {
+        if field.name == "client_id" {
+            field.required = false;
+            field.nullable = true;
+        }
+    }
+    schema.field(
+        FieldSchema::new(MATCH_STATUS_FIELD, FieldType::Picklist)
+            .max_length(16)
+            .picklist(["matched", "probable", "unmatched", "multiple"]),
+    )
+}
+
+fn setup(e: Error) -> RunError {
+    RunError::Setup(e)
+}
+
+fn resolve_sqlite_path(url: &str, base: &Path) -> String {
+    match url.strip_prefix("sqlite://") {
+        Some(rest) if !rest.starts_with('/') && !rest.starts_with(':') => {
+            format!("sqlite://{}", base.join(rest).display())
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn with_create_mode(url: String) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url
+    }
+}
+
+fn credentials(job: &SyncJob, base: &Path) -> Result<GoogleCredentials, RunError> {
+    let configured = job
+        .crm
+        .google_sheets
+        .as_ref()
+        .and_then(|g| g.credentials.as_ref())
+        .ok_or_else(|| {
+            setup(Error::invalid_input(
+                "the sheet source needs Google credentials: set `crm.google_sheets.credentials` \
+                 to a service-account key file, an authorized-user file, or \"${GOOGLE_CREDENTIALS}\"",
+            ))
+        })?;
+    let text = interpolate(
+        "crm.google_sheets.credentials",
+        configured.expose_secret(),
+        from_process,
+    )
+    .map_err(setup)?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        GoogleCredentials::from_json(trimmed).map_err(setup)
+    } else {
+        GoogleCredentials::from_file(base.join(trimmed)).map_err(setup)
+    }
+}
+
+async fn campaigns(job: &SyncJob) -> Result<Vec<Campaign>, RunError> {
+    let source = job.campaigns.as_ref().ok_or_else(|| {
+        setup(Error::invalid_input(
+            "`matching:` is configured but there are no campaigns to match to: add \
+             `campaigns: {file: campaigns.csv}` (or a `database:` block) to the job",
+        ))
+    })?;
+    if let Some(path) = &source.file {
+        return crate::campaigns::from_csv(path).map_err(setup);
+    }
+    let Some(cfg) = &source.database else {
+        return Err(setup(Error::invalid_input(
+            "`campaigns:` needs `file:` or `database:`",
+        )));
+    };
+    let connector = SqlConnector::connect(cfg).await.map_err(setup)?;
+    let mut out = Vec::new();
+    let mut pages = connector.read(ReadRequest::full("campaigns"));
+    while let Some(page) = pages.next().await {
+        for change in page.map_err(setup)?.changes {
+            if let Change::Upsert(r) = change {
+                out.push(Campaign::try_from(&r).map_err(|e| setup(e.into()))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn state_key(job: &SyncJob) -> Result<CredentialKey, RunError> {
+    match std::env::var(&job.state.key_env) {
+        Ok(text) => CredentialKey::from_base64(&text).map_err(|e| setup(e.into())),
+        // The pipeline stores no credentials; a key that lives as long as
+        // the process keeps the store's sealing intact without asking for one.
+        Err(_) => Ok(CredentialKey::generate().0),
+    }
+}
+
+/// Runs `job` once in `mode` and returns its report.
+///
+/// # Errors
+/// [`RunError::Setup`] when something must be fixed before the job can
+/// start, [`RunError::Run`] when the run stopped part-way (then the stored
+/// pages and their checkpoints stay, and the next run resumes).
+///
+/// # Cancel safety
+/// Dropping the future loses nothing: see [`Pipeline::run`].
+pub async fn run_job(
+    job: &SyncJob,
+    mode: Mode,
+    overrides: Overrides,
+    observer: Option<&dyn Observer>,
+) -> Result<RunReport, RunError> {
+    let base = overrides
+        .base_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
+
+    // Source.
+    let (sheet, database): (Option<SheetsConnector>, Option<SqlConnector>) =
+        match (&job.sheet, &job.database) {
+            (Some(sheet), _) => {
+                let mut cfg = sheet.clone();
+                if let Some(url) = &overrides.sheet_base_url {
+                    cfg.base_url = Some(url.clone());
+                }
+                let creds = match overrides.google_credentials {
+                    Some(c) => c,
+                    None => credentials(job, &base)?,
+                };
+                let connector =
+                    SheetsConnector::with_options(cfg, &creds, ClientOptions::default())
+                        .map_err(setup)?;
+                (Some(connector), None)
+            }
+            (None, Some(db)) => {
+                let mut cfg: SqlConfig = db.clone();
+                if let Some(pool) = &job.pool {
+                    cfg.pool = pool.clone();
+                }
+                if let Some(settings) = &job.crm.database {
+                    if let Some(n) = settings.pool_size {
+                        cfg.pool.max_connections = n;
+                    }
+                    if settings.statement_timeout.is_some() {
+                        cfg.statement_timeout = settings.statement_timeout;
+                    }
+                }
+                let connector = SqlConnector::connect(&cfg).await.map_err(setup)?;
+                (None, Some(connector))
+            }
+            (None, None) => {
+                return Err(setup(Error::invalid_input(
+                    "the job has no source: add a `sheet:` or a `database:` block",
+                )));
+            }
+        };
+    let source: &dyn Source = match (&sheet, &database) {
+        (Some(s), _) => s,
+        (None, Some(d)) => d,
+        (None, None) => {
+            return Err(setup(Error::invalid_input("the job has no source")));
+        }
+    };
+
+    // Destination and state.
+    let dest_url = match &overrides.destination_url {
+        Some(url) => url.clone(),
+        None => interpolate(
+            "destination.url",
+            job.destination.url.expose_secret(),
+            from_process,
+        )
+        .map_err(setup)?,
+    };
+    let dest_url = with_create_mode(resolve_sqlite_path(&dest_url, &base));
+    let sink = SqlConnector::connect_url(&dest_url).await.map_err(setup)?;
+    if job.destination.create_table {
+        sink.create_table(&destination_schema(&job.destination.table))
+            .await
+            .map_err(setup)?;
+    }
+    let state_url = match &job.state.url {
+        Some(url) => with_create_mode(resolve_sqlite_path(
+            &interpolate("state.url", url.expose_secret(), from_process).map_err(setup)?,
+            &base,
+        )),
+        None => dest_url.clone(),
+    };
+    let store = StateStore::open_url(&state_url, state_key(job)?)
+        .await
+        .map_err(setup)?;
+    let state = SqlState::open(store, &job.name).await.map_err(setup)?;
+
+    // Matching.
+    let matching = match &job.matching {
+        Some(cfg) => {
+            let list = match overrides.campaigns {
+                Some(list) => list,
+                None => campaigns(job).await?,
+            };
+            Some(Arc::new(CampaignMatching::new(cfg, list)))
+        }
+        None => None,
+    };
+
+    let sink_ref: &dyn Sink = &sink;
+    let mut pipeline = Pipeline::new(&job.name, &job.object, source, sink_ref, &state)
+        .destination_object(&job.destination.table)
+        .key_field(
+            job.sheet
+                .as_ref()
+                .map_or("booking_id", |s| s.key_field.as_str()),
+        )
+        .page_size(job.crm.sync.batch_size);
+    if let Some(rules) = &job.validation {
+        pipeline = pipeline.validation(rules.clone());
+    }
+    if let Some(m) = matching {
+        pipeline = pipeline.matcher(m);
+        if let Some(cap) = job
+            .matching
+            .as_ref()
+            .and_then(|m| m.settings.max_manual_review)
+        {
+            pipeline = pipeline.max_manual_review(cap);
+        }
+    }
+    if let Some(o) = observer {
+        pipeline = pipeline.observer(o);
+    }
+    let timeout = Duration::from_secs(job.crm.sync.timeout.max(1));
+    let outcome = tokio::time::timeout(timeout, pipeline.run(mode)).await;
+    sink.close().await;
+    state.store().close().await;
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => Err(RunError::Run(e)),
+        Err(_) => Err(RunError::Run(Error::new(
+            crm_core::ErrorKind::Transient,
+            format!(
+                "the run took longer than crm.sync.timeout ({} s); raise it or lower \
+                 crm.sync.batch_size",
+                timeout.as_secs()
+            ),
+        ))),
+    }
+}
