@@ -145,7 +145,7 @@ enum State {
         next_id: u64,
         empty_run: u32,
         #[serde(default)]
-        resume: Option<String>,
+        resume: Option<(String, String)>,
     },
     Feed {
         changes: String,
@@ -162,7 +162,7 @@ enum State {
         #[serde(default)]
         rows_done: u64,
         #[serde(default)]
-        resume: Option<String>,
+        resume: Option<(String, String)>,
     },
     Done {
         object: String,
@@ -203,6 +203,15 @@ pub fn bulk_since(object: &str, since: DateTime<Utc>) -> Result<Cursor> {
         rows_done: 0,
         resume: None,
     })
+}
+
+fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
+    if floor == t {
+        t
+    } else {
+        floor + TimeDelta::seconds(1)
+    }
 }
 
 /// Splits CSV bytes into complete records as they arrive.
@@ -412,10 +421,40 @@ impl Reader<'_> {
         Ok(t)
     }
 
-    async fn resume_token(&self) -> Result<String> {
+    /// The positions of both activity feeds now, in Marketo's own order: a
+    /// paging token for "now minus the lookback", then each feed paged to
+    /// its end (so changes stamped ahead of this machine's clock are not
+    /// skipped).
+    async fn resume_tokens(&self) -> Result<(String, String)> {
         let since =
             Utc::now() - TimeDelta::from_std(self.m.config.lookback()).unwrap_or(TimeDelta::zero());
-        self.m.client.paging_token(since).await
+        let start = self.m.client.paging_token(since).await?;
+        let fields = vec!["id".to_owned()];
+        let mut changes = start.clone();
+        loop {
+            let p = self
+                .m
+                .client
+                .lead_changes(&changes, &fields, MAX_BATCH)
+                .await?;
+            let next = p.next_page_token.unwrap_or_else(|| changes.clone());
+            let more = p.more_result && next != changes;
+            changes = next;
+            if !more {
+                break;
+            }
+        }
+        let mut deletes = start;
+        loop {
+            let p = self.m.client.deleted_leads(&deletes, MAX_BATCH).await?;
+            let next = p.next_page_token.unwrap_or_else(|| deletes.clone());
+            let more = p.more_result && next != deletes;
+            deletes = next;
+            if !more {
+                break;
+            }
+        }
+        Ok((changes, deletes))
     }
 
     async fn next_page(&mut self) -> Result<Page> {
@@ -447,11 +486,11 @@ impl Reader<'_> {
         object: String,
         next_id: u64,
         empty_run: u32,
-        resume: Option<String>,
+        resume: Option<(String, String)>,
     ) -> Result<Page> {
         let types = self.types().await?;
         let resume = match (self.object, resume) {
-            (ObjectKind::Leads, None) => Some(self.resume_token().await?),
+            (ObjectKind::Leads, None) => Some(self.resume_tokens().await?),
             (_, r) => r,
         };
         let batch = self.page_size.min(MAX_FILTER_VALUES) as u64;
@@ -474,9 +513,9 @@ impl Reader<'_> {
         let next = if empty_run >= self.m.config.id_scan_empty_batches() {
             self.finished = true;
             match resume {
-                Some(token) if self.object == ObjectKind::Leads => State::Feed {
-                    changes: token.clone(),
-                    deletes: token,
+                Some((changes, deletes)) if self.object == ObjectKind::Leads => State::Feed {
+                    changes,
+                    deletes,
                     deletes_phase: false,
                 },
                 _ => State::Done { object },
@@ -642,10 +681,12 @@ impl Reader<'_> {
                 "bulk read in another state",
             ));
         };
-        // Fix the range and the resume token at the start of the read.
-        let until = until.unwrap_or_else(Utc::now);
+        // Fix the range and the resume token at the start of the read. Job
+        // ranges are sent in whole seconds, so the end is rounded up: a
+        // record made earlier in the current second is not left out.
+        let until = until.unwrap_or_else(|| ceil_to_second(Utc::now()));
         let resume = match (self.object, filter, resume) {
-            (ObjectKind::Leads, DateFilter::CreatedAt, None) => Some(self.resume_token().await?),
+            (ObjectKind::Leads, DateFilter::CreatedAt, None) => Some(self.resume_tokens().await?),
             (_, _, r) => r,
         };
         self.state = State::Bulk {
@@ -677,11 +718,13 @@ impl Reader<'_> {
                 let next = if window_end >= until {
                     self.finished = true;
                     match (self.object, filter, resume) {
-                        (ObjectKind::Leads, DateFilter::CreatedAt, Some(token)) => State::Feed {
-                            changes: token.clone(),
-                            deletes: token,
-                            deletes_phase: false,
-                        },
+                        (ObjectKind::Leads, DateFilter::CreatedAt, Some((changes, deletes))) => {
+                            State::Feed {
+                                changes,
+                                deletes,
+                                deletes_phase: false,
+                            }
+                        }
                         (_, _, resume) => State::Bulk {
                             object,
                             filter,
