@@ -24,7 +24,7 @@ use crm_http::reqwest::header::{CONTENT_TYPE, HeaderValue};
 use crm_http::{
     Auth, AuthorizationCodeFlow, ClientCredentialsFlow, HttpClient, HttpClientBuilder,
     JwtBearerFlow, Metrics, RateLimitConfig, RateLimiter, RefreshTokenFlow, RequestOptions,
-    RetryPolicy, SalesforceLimitInfo, Token,
+    RetryPolicy, Token,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, OnceCell};
@@ -148,7 +148,6 @@ fn builder(
         .rate_limiter(Arc::clone(limiter))
         .metrics(Arc::clone(metrics))
         .classifier(SalesforceClassifier)
-        .rate_limit_headers(SalesforceLimitInfo)
         .retry(RetryPolicy::default())
         .timeout(config.timeout);
     if let Some(pem) = &config.root_certificate_pem {
@@ -160,8 +159,14 @@ fn builder(
 impl Session {
     pub(crate) fn new(config: &SalesforceConfig) -> Result<Session> {
         let metrics = Arc::new(Metrics::new());
+        // The daily allocation (`Sforce-Limit-Info`) is watched by
+        // `SalesforceClient` itself, with readings that expire: the shared
+        // limiter would hold an exhausted reading for an hour without sending
+        // anything that could show the rolling window freeing up.
         let limiter = Arc::new(RateLimiter::new(
-            RateLimitConfig::unlimited().max_in_flight(config.max_in_flight),
+            RateLimitConfig::unlimited()
+                .max_in_flight(config.max_in_flight)
+                .adaptive(false),
         )?);
         let login = config.login.url();
         let token_url = config.login.token_url();

@@ -544,3 +544,96 @@ async fn username_password_flow_relogs_once_after_expiry() {
         2
     );
 }
+
+#[tokio::test]
+async fn server_side_daily_limit_stops_the_run_with_a_resumable_cursor() {
+    let (sim, control) = start().await;
+    seed_contacts(&sim, 20 * 200);
+    // The client keeps no reserve of its own, so the server's answer decides.
+    let connector = || {
+        SalesforceConnector::new(
+            config(&sim)
+                .page_size(200)
+                .quota_reserve(Some(0))
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    control.set_api_usage(0, 10_000);
+    let sf = connector();
+    let mut stream = sf.read(ReadRequest::full("Contact"));
+    let mut pages = Vec::new();
+    for _ in 0..5 {
+        pages.push(stream.next().await.unwrap().unwrap());
+    }
+    // Other integrations use up the org's allocation mid-run: the client's
+    // last reading still shows plenty left.
+    control.set_api_usage(10_000, 10_000);
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(p)) => pages.push(p),
+            Some(Err(e)) => break e,
+            None => panic!("the run went to the end past the daily limit"),
+        }
+    };
+    drop(stream);
+    assert_eq!(err.kind(), &ErrorKind::QuotaExhausted, "{err}");
+    assert_eq!(
+        err.context_value(CTX_PROVIDER_CODE),
+        Some("REQUEST_LIMIT_EXCEEDED")
+    );
+    // Sleeping cannot restore a daily allocation: no retries.
+    assert_eq!(sim.request_log().count_status(403), 1);
+    assert_eq!(pages.len(), 5);
+    let saved = pages.last().unwrap().cursor.clone();
+    let mut ids = upserted_ids(&pages);
+
+    // The next day: the run resumes from the saved cursor.
+    control.set_api_usage(0, 10_000);
+    let (rest, err) = read_all(&connector(), ReadRequest::since("Contact", saved)).await;
+    assert!(err.is_none(), "{err:?}");
+    ids.extend(upserted_ids(&rest));
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 4_000, "no gaps");
+    assert_eq!(ids.len(), 4_000, "no duplicates");
+}
+
+#[tokio::test]
+async fn an_exhausted_usage_reading_is_renewed_from_limits_after_its_ttl() {
+    let (sim, control) = start().await;
+    seed_contacts(&sim, 10);
+    let sf = SalesforceConnector::new(
+        config(&sim)
+            .quota_reserve(Some(0))
+            .usage_ttl(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // The call that uses the last request of the allocation.
+    control.set_api_usage(49, 50);
+    crm_core::Connector::describe(&sf, "Contact").await.unwrap();
+    assert_eq!(sf.client().api_usage().unwrap().remaining(), 0);
+    let sent = sim.request_log().count(|_| true);
+    let (_, err) = read_all(&sf, ReadRequest::full("Contact")).await;
+    assert_eq!(err.unwrap().kind(), &ErrorKind::QuotaExhausted);
+    assert_eq!(
+        sim.request_log().count(|_| true),
+        sent,
+        "refused without a request while the reading is fresh"
+    );
+    // The rolling 24-hour window frees requests; once the reading is older
+    // than its TTL the client reads `limits` and goes on.
+    control.set_api_usage(20, 50);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (pages, err) = read_all(&sf, ReadRequest::full("Contact")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(upserted_ids(&pages).len(), 10);
+    assert_eq!(
+        sim.request_log()
+            .count_calls("GET", "/services/data/v59.0/limits"),
+        1
+    );
+    assert!(sf.client().api_usage().unwrap().used > 20);
+}
