@@ -2,7 +2,7 @@
 //!
 //! | object | full read | incremental read |
 //! | --- | --- | --- |
-//! | leads | Bulk Extract over `createdAt` windows (default) or an id scan, see [`LeadFullRead`](crate::LeadFullRead) | `activities/leadchanges.json` then `activities/deletedleads.json` from the paging token stored in the cursor; changed leads fetched by id, 300 a call |
+//! | leads | Bulk Extract over `createdAt` windows (default) or an id scan, see [`LeadFullRead`] | `activities/leadchanges.json` then `activities/deletedleads.json` from the paging token stored in the cursor; changed leads fetched by id, 300 a call |
 //! | companies, opportunities | id scan (`filterType=id`, consecutive ids) | none in Marketo: each run reads everything again |
 //! | activities | Bulk Extract over `createdAt` windows | the next windows, from where the last read ended |
 //!

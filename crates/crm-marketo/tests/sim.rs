@@ -2,7 +2,12 @@
 //! suite for leads, companies and opportunities, and the Marketo cases of
 //! PITFALLS.md.
 #![cfg(feature = "sim")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -911,15 +911,19 @@ fn feed(app: &App, q: &HashMap<String, String>, deleted: Deleted) -> Response {
                 };
                 (t, fields)
             };
-            json!({
+            let mut a = json!({
                 "id": n * 1000 + r.version,
                 "marketoGUID": format!("act-{n}-{}", r.version),
                 "leadId": n,
                 "activityDate": iso(r.changed_at()),
                 "activityTypeId": type_id,
-                "fields": fields,
                 "attributes": [],
-            })
+            });
+            // `LeadChange` carries the changed fields; a deletion (`Activity`) does not.
+            if deleted != Deleted::Only {
+                a["fields"] = J::Array(fields);
+            }
+            a
         })
         .collect();
     let next = page
