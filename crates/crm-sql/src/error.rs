@@ -5,7 +5,7 @@
 //! MySQL) or result code (SQLite): connection and lock problems are
 //! retryable, data errors are invalid input, missing tables or columns are a
 //! schema mismatch. Messages never carry a password: every message built from
-//! a driver error passes through a [`Redactor`] holding the configured
+//! a driver error passes through a redactor holding the configured
 //! secrets, and connection URLs are shown with their password replaced.
 
 use std::borrow::Cow;

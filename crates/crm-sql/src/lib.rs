@@ -5,7 +5,7 @@
 //!   bound, never spliced) read page by page in (`updated_at`, primary key)
 //!   order, so memory stays flat and rows sharing a timestamp are neither
 //!   lost nor repeated across runs; a lookback window catches rows committed
-//!   late with an older stamp. See [`source`](crate::source) for the cursor.
+//!   late with an older stamp. See [`source`] for the cursor.
 //! - It also implements [`crm_core::Sink`]: batched upserts keyed by an
 //!   external id (`ON CONFLICT ... DO UPDATE` on PostgreSQL and SQLite,
 //!   `ON DUPLICATE KEY UPDATE` on MySQL), one transaction per batch, with

@@ -54,4 +54,5 @@ all_backends!(
     suite::bulk_batches_behave_like_small_ones,
     suite::create_update_delete,
     suite::boundary_state_stays_small,
+    suite::cancelled_write_is_safe_to_repeat,
 );

@@ -691,3 +691,29 @@ pub(crate) async fn boundary_state_stays_small(db: TestDb) {
     assert_eq!(ids(&rows), ["BK-0003000", "BK-0003001"]);
     conn.close().await;
 }
+
+/// A write dropped part-way (a crash between COPY and commit) leaves
+/// nothing half-done, and repeating it lands every row exactly once.
+pub(crate) async fn cancelled_write_is_safe_to_repeat(db: TestDb) {
+    let conn = SqlConnector::connect(&db.config().copy_threshold(100).build().unwrap())
+        .await
+        .unwrap();
+    conn.create_table(&booking_schema()).await.unwrap();
+    let batch: Vec<Record> = (0..5000).map(|i| booking(i, t(i as i64))).collect();
+    for ms in [1, 5, 20] {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(ms),
+            conn.write("booking", WriteBatch::upsert("booking_id", batch.clone())),
+        )
+        .await;
+    }
+    let out = conn
+        .write("booking", WriteBatch::upsert("booking_id", batch))
+        .await
+        .unwrap();
+    assert!(out.iter().all(WriteOutcome::is_ok));
+    let (rows, _, _) = read_all(&conn, "booking", None, 10_000).await;
+    assert_eq!(rows.len(), 5000);
+    assert_distinct(&ids(&rows));
+    conn.close().await;
+}
