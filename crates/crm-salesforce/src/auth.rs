@@ -12,11 +12,15 @@
 //! | a ready access token | `AccessToken` | none |
 //!
 //! Salesforce sends no `expires_in`: a session lasts as the org's session
-//! timeout says, so it is renewed when a call answers 401
-//! `INVALID_SESSION_ID`: one renewal, shared by every request that saw the
-//! same expired session, then the request is sent again.
+//! timeout says. With [`SalesforceConfig::session_timeout`] set, an OAuth
+//! session is renewed shortly before it runs out (one token request for all
+//! requests in flight), so long Bulk downloads never meet an expired
+//! session. Otherwise, and whenever a call still answers 401
+//! `INVALID_SESSION_ID`, it is renewed once, shared by every request that
+//! saw the same expired session, and the request is sent again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crm_core::{Error, ErrorKind, Result};
 use crm_http::reqwest::Method;
@@ -24,10 +28,10 @@ use crm_http::reqwest::header::{CONTENT_TYPE, HeaderValue};
 use crm_http::{
     Auth, AuthorizationCodeFlow, ClientCredentialsFlow, HttpClient, HttpClientBuilder,
     JwtBearerFlow, Metrics, RateLimitConfig, RateLimiter, RefreshTokenFlow, RequestOptions,
-    RetryPolicy, Token,
+    RetryPolicy, Token, TokenFlow, TokenOptions, TokenStore,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 use url::Url;
 
 use crate::config::{Credentials, LoginHost, SalesforceConfig};
@@ -107,6 +111,50 @@ fn instance_url(token: &Token) -> Result<Url> {
     Url::parse(raw).map_err(|_| auth_error("the token response's instance_url is not a URL"))
 }
 
+/// The session of an OAuth flow: the data client and when to renew it.
+struct OAuthSession {
+    data: HttpClient,
+    generation: u64,
+    renew_at: Option<tokio::time::Instant>,
+}
+
+/// How long before the session timeout a session is renewed: a fifth of the
+/// timeout, at most two minutes.
+fn renew_margin(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.map(|t| (t / 5).min(Duration::from_secs(120)))
+}
+
+/// Keeps a session's newest token (a rotated refresh token survives
+/// renewals) and stamps it with the session timeout, since Salesforce's
+/// token response has no `expires_in`.
+struct SessionStore {
+    token: std::sync::Mutex<Option<Token>>,
+    timeout: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SessionStore {
+    async fn load(&self) -> Result<Option<Token>> {
+        Ok(self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
+    }
+
+    async fn save(&self, token: &Token) -> Result<()> {
+        let token = match self.timeout {
+            Some(t) if token.expires_at().is_none() => token.clone().with_lifetime(t),
+            _ => token.clone(),
+        };
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
+        Ok(())
+    }
+}
+
 /// An authenticated connection to one org: the HTTP client for its
 /// `instance_url`, renewed when the session expires. Clones share it.
 #[derive(Clone)]
@@ -120,10 +168,14 @@ struct SessionInner {
 }
 
 enum Kind {
-    /// OAuth flows crm-http refreshes itself (on a 401, once, single-flight).
+    /// OAuth flows crm-http refreshes itself (on a 401, once, single-flight);
+    /// with a known session timeout, renewed here before it runs out.
     OAuth {
-        http: HttpClient,
-        data: OnceCell<HttpClient>,
+        flow: TokenFlow,
+        store: Arc<SessionStore>,
+        config: Box<SalesforceConfig>,
+        limiter: Arc<RateLimiter>,
+        current: Mutex<Option<OAuthSession>>,
     },
     /// A fixed token.
     Static { data: HttpClient },
@@ -170,10 +222,16 @@ impl Session {
         )?);
         let login = config.login.url();
         let token_url = config.login.token_url();
-        let oauth = |auth: Auth| -> Result<Kind> {
+        let oauth = |flow: TokenFlow| -> Result<Kind> {
             Ok(Kind::OAuth {
-                http: builder(config, &limiter, &metrics).auth(auth).build()?,
-                data: OnceCell::new(),
+                flow,
+                store: Arc::new(SessionStore {
+                    token: std::sync::Mutex::new(None),
+                    timeout: config.session_timeout,
+                }),
+                config: Box::new(config.clone()),
+                limiter: Arc::clone(&limiter),
+                current: Mutex::new(None),
             })
         };
         let kind = match &config.credentials {
@@ -187,26 +245,28 @@ impl Session {
                 if let Some(s) = client_secret {
                     flow = flow.client_secret(s.clone());
                 }
-                oauth(Auth::oauth(flow))?
+                oauth(flow.into())?
             }
             Credentials::JwtBearer {
                 consumer_key,
                 username,
                 private_key_pem,
-            } => oauth(Auth::oauth(JwtBearerFlow::salesforce(
-                &login,
-                consumer_key.clone(),
-                username.clone(),
-                private_key_pem,
-            )?))?,
+            } => oauth(
+                JwtBearerFlow::salesforce(
+                    &login,
+                    consumer_key.clone(),
+                    username.clone(),
+                    private_key_pem,
+                )?
+                .into(),
+            )?,
             Credentials::ClientCredentials {
                 client_id,
                 client_secret,
-            } => oauth(Auth::oauth(ClientCredentialsFlow::new(
-                token_url,
-                client_id.clone(),
-                client_secret.clone(),
-            )))?,
+            } => oauth(
+                ClientCredentialsFlow::new(token_url, client_id.clone(), client_secret.clone())
+                    .into(),
+            )?,
             Credentials::AccessToken {
                 access_token,
                 instance_url,
@@ -258,17 +318,44 @@ impl Session {
     pub(crate) async fn data(&self) -> Result<(HttpClient, u64)> {
         match &self.inner.kind {
             Kind::Static { data } => Ok((data.clone(), 0)),
-            Kind::OAuth { http, data } => {
-                let client = data
-                    .get_or_try_init(|| async {
-                        let token = http
-                            .token()
-                            .await?
-                            .ok_or_else(|| auth_error("no OAuth token"))?;
-                        Ok::<_, Error>(http.with_base_url(instance_url(&token)?))
-                    })
-                    .await?;
-                Ok((client.clone(), 0))
+            Kind::OAuth {
+                flow,
+                store,
+                config,
+                limiter,
+                current,
+            } => {
+                let mut guard = current.lock().await;
+                if let Some(s) = guard.as_ref()
+                    && s.renew_at.is_none_or(|at| tokio::time::Instant::now() < at)
+                {
+                    return Ok((s.data.clone(), s.generation));
+                }
+                // A new client whose token manager starts from the stored
+                // token, stamped with the session timeout, so it fetches a
+                // new one (with the newest refresh token) at once.
+                let margin = renew_margin(config.session_timeout);
+                let options = TokenOptions::default()
+                    .refresh_skew(margin.map_or(Duration::from_secs(120), |m| m * 2))
+                    .store(Arc::clone(store) as Arc<dyn TokenStore>);
+                let http = builder(config, limiter, &self.inner.metrics)
+                    .auth(Auth::oauth_with(flow.clone(), options))
+                    .build()?;
+                let token = http
+                    .token()
+                    .await?
+                    .ok_or_else(|| auth_error("no OAuth token"))?;
+                let data = http.with_base_url(instance_url(&token)?);
+                let generation = guard.as_ref().map_or(0, |s| s.generation + 1);
+                let renew_at = config.session_timeout.map(|t| {
+                    tokio::time::Instant::now() + t.saturating_sub(margin.unwrap_or_default())
+                });
+                *guard = Some(OAuthSession {
+                    data: data.clone(),
+                    generation,
+                    renew_at,
+                });
+                Ok((data, generation))
             }
             Kind::Password { current, .. } => {
                 let mut guard = current.lock().await;

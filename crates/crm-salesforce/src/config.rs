@@ -265,6 +265,13 @@ pub struct SalesforceConfig {
     /// [`crm_core::WriteOutcome::Unchanged`], are not written, and keep their
     /// `SystemModstamp` (no flows or triggers fire, no sync loop). Default true.
     pub skip_unchanged: bool,
+    /// The org's session timeout (Setup > Session Settings), if known.
+    /// Salesforce's token response has no `expires_in`; with this set, an
+    /// OAuth session is renewed (one token request, shared by every request
+    /// in flight) a fifth of the timeout (at most 2 minutes) before it runs
+    /// out, so long jobs never see `INVALID_SESSION_ID`. Without it a
+    /// session is renewed after its first 401. Default `None`.
+    pub session_timeout: Option<Duration>,
     /// How long deleted records stay queryable (the recycle bin, 15 days).
     /// An incremental read from an older cursor fails asking for a full resync.
     pub recycle_bin_window: Duration,
@@ -306,6 +313,7 @@ impl SalesforceConfig {
                 quota_reserve: None,
                 usage_ttl: Duration::from_secs(300),
                 skip_unchanged: true,
+                session_timeout: None,
                 recycle_bin_window: Duration::from_secs(15 * 24 * 3600),
                 lookback: Duration::from_secs(300),
                 timeout: Duration::from_secs(120),
@@ -406,6 +414,10 @@ impl SalesforceConfigBuilder {
     setter!(
         /// Sets [`SalesforceConfig::usage_ttl`].
         usage_ttl: Duration
+    );
+    setter!(
+        /// Sets [`SalesforceConfig::session_timeout`].
+        session_timeout: Option<Duration>
     );
     setter!(
         /// Sets [`SalesforceConfig::skip_unchanged`].

@@ -637,3 +637,77 @@ async fn an_exhausted_usage_reading_is_renewed_from_limits_after_its_ttl() {
     );
     assert!(sf.client().api_usage().unwrap().used > 20);
 }
+
+/// PITFALLS "token rotates mid bulk download" (15-minute sessions, 40
+/// result files of 30 s, 5 workers), scaled down: 2-second sessions, 40
+/// downloads of 300 ms, 5 workers. The session is renewed once, before it
+/// runs out, and no request sees a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_renewed_once_during_a_parallel_bulk_download() {
+    let mut sim_config = SalesforceSimConfig::default();
+    sim_config.token_ttl = Duration::from_secs(2);
+    let sim = SimServer::new(SalesforceSimulator::new(sim_config))
+        .start()
+        .await
+        .unwrap();
+    seed_contacts(&sim, 800);
+    let sf = SalesforceConnector::new(
+        config(&sim)
+            .session_timeout(Some(Duration::from_secs(2)))
+            .max_long_running(5)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let client = sf.client().clone();
+    // Five finished query jobs, one per worker.
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let job = client
+            .create_query_job("SELECT Id, LastName FROM Contact", false)
+            .await
+            .unwrap();
+        client.wait_for_job(&job.id, false).await.unwrap();
+        jobs.push(job.id);
+    }
+    // Every results file takes 300 ms.
+    sim.context().faults().set_plan(
+        crm_sim::FaultPlan::new(1).rule(
+            crm_sim::FaultRule::new(crm_sim::Fault::Slow { delay_ms: 300 })
+                .path_prefix("/services/data/v59.0/jobs/query/"),
+        ),
+    );
+    let workers = jobs.into_iter().map(|job| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            // Eight files of 100 records each, following Sforce-Locator.
+            let mut locator: Option<String> = None;
+            let mut files = 0;
+            loop {
+                let (csv, next) = client
+                    .query_job_results(&job, locator.as_deref(), 100)
+                    .await
+                    .unwrap();
+                assert!(csv.lines().count() > 1);
+                files += 1;
+                match next {
+                    Some(l) => locator = Some(l),
+                    None => return files,
+                }
+            }
+        })
+    });
+    let files: Vec<usize> = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(files.iter().sum::<usize>(), 40);
+    assert_eq!(
+        sim.request_log().count_status(401),
+        0,
+        "no request saw an expired session"
+    );
+    // The first token and one renewal.
+    assert_eq!(sim.context().auth().grants(GrantType::RefreshToken), 2);
+}
