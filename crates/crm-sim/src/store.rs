@@ -1056,6 +1056,40 @@ fn merge_into(
     WriteResult::Updated(rec)
 }
 
+/// Reads initial simulator data from a file: JSON (`.json`), CSV (`.csv`:
+/// one object named after the file, one record per row) or YAML (anything
+/// else), as `{"object": [{field: value, ...}, ...]}`. What `--data FILE`
+/// of the standalone simulators takes.
+///
+/// # Errors
+/// A message naming the file when it cannot be read or parsed.
+pub fn load_data_file(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("csv") => {
+            let object = path.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
+                format!("{}: cannot name an object after this file", path.display())
+            })?;
+            let records =
+                csv_records(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            let records: Vec<serde_json::Value> =
+                records.into_iter().map(serde_json::Value::Object).collect();
+            let mut data = serde_json::Map::new();
+            data.insert(object.to_owned(), serde_json::Value::Array(records));
+            Ok(serde_json::Value::Object(data))
+        }
+        Some("json") => {
+            serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
+        }
+        _ => serde_yaml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use crm_core::env::{from_process, interpolate};
 use crm_core::model::Campaign;
-use crm_core::{Change, Error, FieldSchema, FieldType, ObjectSchema, ReadRequest, Sink, Source};
+use crm_core::{
+    Change, Connector, Error, FieldSchema, FieldType, ObjectSchema, ReadRequest, Sink, Source,
+};
 use crm_sheets::auth::GoogleCredentials;
 use crm_sheets::client::ClientOptions;
 use crm_sheets::source::SheetsConnector;
@@ -326,4 +328,124 @@ pub async fn run_job(
             ),
         ))),
     }
+}
+
+/// One line of `crm-sync check`: a part of the job and how it went.
+#[derive(Debug)]
+pub struct CheckLine {
+    /// The part (`source`, `source schema`, `destination`, `state`, `campaigns`).
+    pub part: &'static str,
+    /// What was found, or what is wrong.
+    pub outcome: std::result::Result<String, Error>,
+}
+
+/// Tests a job's connections and the source's schema without syncing.
+///
+/// Every part is tried, so one report lists every problem.
+pub async fn check_job(job: &SyncJob, overrides: Overrides) -> Vec<CheckLine> {
+    let base = overrides
+        .base_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut lines = Vec::new();
+    let source: Option<Box<dyn Source>> = match (&job.sheet, &job.database) {
+        (Some(sheet), _) => {
+            let mut cfg = sheet.clone();
+            if let Some(url) = &overrides.sheet_base_url {
+                cfg.base_url = Some(url.clone());
+            }
+            let creds = match overrides.google_credentials {
+                Some(c) => Ok(c),
+                None => credentials(job, &base).map_err(|e| match e {
+                    RunError::Setup(e) | RunError::Run(e) => e,
+                }),
+            };
+            match creds
+                .and_then(|c| SheetsConnector::with_options(cfg, &c, ClientOptions::default()))
+            {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    lines.push(CheckLine {
+                        part: "source",
+                        outcome: Err(e),
+                    });
+                    None
+                }
+            }
+        }
+        (None, Some(db)) => match SqlConnector::connect(db).await {
+            Ok(c) => Some(Box::new(c)),
+            Err(e) => {
+                lines.push(CheckLine {
+                    part: "source",
+                    outcome: Err(e),
+                });
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(source) = &source {
+        let ok = source
+            .check()
+            .await
+            .map(|()| format!("{} reachable", source.kind()));
+        let reachable = ok.is_ok();
+        lines.push(CheckLine {
+            part: "source",
+            outcome: ok,
+        });
+        if reachable {
+            let schema = source
+                .describe(&job.object)
+                .await
+                .map(|s| format!("{} with {} fields", s.name, s.fields.len()));
+            lines.push(CheckLine {
+                part: "source schema",
+                outcome: schema,
+            });
+        }
+    }
+    let dest_url = match &overrides.destination_url {
+        Some(url) => Ok(url.clone()),
+        None => interpolate(
+            "destination.url",
+            job.destination.url.expose_secret(),
+            from_process,
+        ),
+    };
+    let dest = match dest_url {
+        Ok(url) => {
+            let url = with_create_mode(resolve_sqlite_path(&url, &base));
+            match SqlConnector::connect_url(&url).await {
+                Ok(sink) => {
+                    let ok = sink
+                        .check()
+                        .await
+                        .map(|()| format!("{} reachable", sink.kind()));
+                    sink.close().await;
+                    ok
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    lines.push(CheckLine {
+        part: "destination",
+        outcome: dest,
+    });
+    if job.matching.is_some() {
+        let found = match overrides.campaigns {
+            Some(list) => Ok(list.len()),
+            None => campaigns(job).await.map(|c| c.len()).map_err(|e| match e {
+                RunError::Setup(e) | RunError::Run(e) => e,
+            }),
+        };
+        lines.push(CheckLine {
+            part: "campaigns",
+            outcome: found.map(|n| format!("{n} campaigns")),
+        });
+    }
+    lines
 }

@@ -231,3 +231,61 @@ fn run_exit_codes_say_who_must_act() {
     assert!(!err.contains("s3cret-pw"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn sim_serves_each_provider_and_prints_its_ready_line() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    for provider in [
+        "sheets",
+        "salesforce",
+        "hubspot",
+        "pipedrive",
+        "marketo",
+        "generic",
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
+            .args(["sim", provider, "--listen", "127.0.0.1:0", "--seed", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{provider}: {e}: {line:?}"));
+        assert!(
+            ready["base_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:"),
+            "{ready}"
+        );
+        assert!(ready["credentials"].is_object(), "{provider}: {ready}");
+        assert!(ready.get("ca_cert").is_some(), "{ready}");
+    }
+}
+
+#[test]
+fn check_lists_every_failing_part_and_exits_2() {
+    let d = dir("check");
+    std::fs::create_dir_all(&d).unwrap();
+    let job = d.join("job.yaml");
+    std::fs::write(
+        &job,
+        "name: x\nsheet:\n  spreadsheet_id: a\n  sheet_name: b\ncrm:\n  google_sheets:\n    credentials: /no/such/key.json\ndestination:\n  url: \"sqlite://store.db\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = crm_sync(&["check", job.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("FAILED  source") && out.contains("/no/such/key.json"),
+        "{out}"
+    );
+    assert!(out.contains("ok      destination"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -90,35 +90,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
 /// Reads `--data FILE`: JSON or YAML mapping object types to arrays of
 /// records, or CSV records of the object named by the file stem
 /// (`contacts.csv` loads `contacts`).
-fn load_data(path: &PathBuf) -> Result<serde_json::Value, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-    {
-        let object = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .ok_or_else(|| format!("{}: cannot name an object after this file", path.display()))?;
-        let records = crm_sim::store::csv_records(&text)
-            .map_err(|e| format!("parsing {}: {e}", path.display()))?;
-        let records: Vec<serde_json::Value> =
-            records.into_iter().map(serde_json::Value::Object).collect();
-        let mut data = serde_json::Map::new();
-        data.insert(object.to_owned(), serde_json::Value::Array(records));
-        return Ok(serde_json::Value::Object(data));
-    }
-    let is_json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if is_json {
-        serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
-    } else {
-        serde_yaml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
-    }
-}
-
 async fn run(args: Args) -> Result<(), String> {
     let mut config = GenericConfig::default();
     if let Some(n) = args.page_size {
@@ -144,7 +115,7 @@ async fn run(args: Args) -> Result<(), String> {
         server = server.cert_path(p);
     }
     if let Some(p) = &args.data {
-        server = server.data(load_data(p)?);
+        server = server.data(crm_sim::store::load_data_file(p)?);
     }
     if let Some(p) = &args.fault_plan {
         server = server.fault_plan(FaultPlan::from_file(p).map_err(|e| e.to_string())?);

@@ -2,6 +2,7 @@
 
 pub mod matching;
 pub mod run;
+pub mod sim;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -23,10 +24,14 @@ pub struct Cli {
 pub enum Command {
     /// Run a sync job once and print its report.
     Run(run::RunArgs),
+    /// Test a job's connections and source schema without syncing.
+    Check(run::CheckArgs),
     /// Sync a simulated bookings sheet into a SQLite file: no credentials, no network.
     Demo(run::DemoArgs),
     /// Match a bookings CSV to a campaigns CSV (first column id, second name).
     Match(matching::MatchArgs),
+    /// Serve a provider's simulator standalone (prints one JSON line when ready).
+    Sim(sim::SimArgs),
 }
 
 /// A failure, with the exit code it maps to.
@@ -71,6 +76,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Match(args) => matching::run(&args),
         Command::Run(args) => block_on(run::run(&args)),
         Command::Demo(args) => block_on(run::demo(&args)),
+        Command::Sim(args) => block_on(sim::run(&args)),
+        Command::Check(args) => block_on(run::check(&args)),
     }
 }
 

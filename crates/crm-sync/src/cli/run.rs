@@ -184,3 +184,47 @@ pub async fn demo(args: &DemoArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// Options of `crm-sync check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The job file.
+    pub config: PathBuf,
+}
+
+/// Runs `crm-sync check`: tests the connections and the source schema.
+pub async fn check(args: &CheckArgs) -> Result<(), CliError> {
+    let job = SyncJob::load(&args.config).map_err(|e| {
+        CliError::usage(format!(
+            "{e}. Fix the job file; docs/configuration.md lists every key."
+        ))
+    })?;
+    let overrides = Overrides {
+        base_dir: args.config.parent().map(PathBuf::from),
+        ..Overrides::default()
+    };
+    let lines = crate::runner::check_job(&job, overrides).await;
+    let mut failed = Vec::new();
+    for line in &lines {
+        let text = match &line.outcome {
+            Ok(found) => format!("ok      {:<14} {found}", line.part),
+            Err(e) => {
+                failed.push(line.part);
+                format!("FAILED  {:<14} {e}", line.part)
+            }
+        };
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{text}");
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!(
+            "{} failed: {}; fix what the lines above say, then run the check again",
+            failed.len(),
+            failed.join(", ")
+        )))
+    }
+}
