@@ -690,7 +690,9 @@ pub struct ResolvedConfig {
     pub(crate) database: Option<String>,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<SecretString>,
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
     pub(crate) ssl_mode: Option<SslMode>,
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
     pub(crate) ssl_root_cert: Option<PathBuf>,
     pub(crate) pool: PoolConfig,
     pub(crate) statement_timeout: Option<Duration>,

@@ -113,6 +113,7 @@ impl TableInfo {
 }
 
 /// Parses `name(a, b)` type arguments: `varchar(3)` -> `[3]`.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn type_args(sql_type: &str) -> Vec<u32> {
     let Some(open) = sql_type.find('(') else {
         return Vec::new();

@@ -504,6 +504,7 @@ fn rounds(rows: &[Prepared]) -> Vec<Vec<&Prepared>> {
 }
 
 /// Writes rows with unique keys and says what happened to each.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 async fn write_rows(
     tx: &mut Tx,
     plan: &Plan,
@@ -649,6 +650,10 @@ fn max_params(dialect: DatabaseKind) -> usize {
     }
 }
 
+#[cfg_attr(
+    not(any(feature = "mysql", feature = "sqlite")),
+    allow(unused_variables)
+)]
 fn insert_sql(dialect: DatabaseKind, plan: &Plan, rows: usize, upsert: bool) -> String {
     match dialect {
         #[cfg(feature = "mysql")]
@@ -856,12 +861,39 @@ impl Sink for SqlConnector {
     /// [`WriteOutcome::Rejected`].
     ///
     /// # Cancel safety
-    /// The batch is one transaction: dropping the future rolls it back, and
-    /// repeating an upsert batch is safe.
+    /// The batch is one transaction, committed or rolled back as a whole.
+    /// Dropping the future rolls it back, except on PostgreSQL's `COPY` path
+    /// (upsert batches of at least `copy_threshold` records), which runs to
+    /// its end in a task of its own because a `COPY` cannot be abandoned
+    /// part-way without breaking its connection. Repeating an upsert batch
+    /// is safe either way.
     async fn write(&self, object: &str, batch: WriteBatch) -> Result<Vec<WriteOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let copy_path = self.pool.kind() == DatabaseKind::Postgres
+            && matches!(batch.op, WriteOp::Upsert { .. })
+            && batch.len() >= self.cfg.copy_threshold.max(1);
+        if copy_path {
+            // A COPY abandoned part-way leaves its connection out of step
+            // with the server, and the pool would hand it out again. So the
+            // COPY path runs to its end (commit or rollback) in its own task,
+            // even if this future is dropped.
+            let conn = self.clone();
+            let object = object.to_owned();
+            return tokio::spawn(async move { conn.write_now(&object, batch).await })
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Permanent, format!("the write task failed: {e}"))
+                        .with_operation("sql.write")
+                })?;
+        }
+        self.write_now(object, batch).await
+    }
+}
+
+impl SqlConnector {
+    async fn write_now(&self, object: &str, batch: WriteBatch) -> Result<Vec<WriteOutcome>> {
         match &batch.op {
             WriteOp::Upsert { key } => self.upsert_batch(object, key, batch.records).await,
             _ => self.row_by_row(object, &batch).await,

@@ -11,12 +11,14 @@
 )]
 
 mod harness;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 mod specific;
 mod state;
 mod suite;
 
 macro_rules! backend {
-    ($module:ident, $kind:expr, [$($suite:ident::$test:ident),+ $(,)?]) => {
+    ($module:ident, $feature:literal, $kind:expr, [$($suite:ident::$test:ident),+ $(,)?]) => {
+        #[cfg(feature = $feature)]
         mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,9 +32,9 @@ macro_rules! backend {
 
 macro_rules! all_backends {
     ($($suite:ident::$test:ident),+ $(,)?) => {
-        backend!(postgres, crm_sql::DatabaseKind::Postgres, [$($suite::$test),+]);
-        backend!(mysql, crm_sql::DatabaseKind::MySql, [$($suite::$test),+]);
-        backend!(sqlite, crm_sql::DatabaseKind::Sqlite, [$($suite::$test),+]);
+        backend!(postgres, "postgres", crm_sql::DatabaseKind::Postgres, [$($suite::$test),+]);
+        backend!(mysql, "mysql", crm_sql::DatabaseKind::MySql, [$($suite::$test),+]);
+        backend!(sqlite, "sqlite", crm_sql::DatabaseKind::Sqlite, [$($suite::$test),+]);
     };
 }
 

@@ -8,6 +8,7 @@ use crate::harness::run;
 use crate::suite::read_all;
 
 /// `0000-00-00` in MySQL reads as null instead of failing the sync.
+#[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_zero_dates_read_as_null() {
     run(DatabaseKind::MySql, |db| async move {
@@ -48,6 +49,7 @@ async fn mysql_zero_dates_read_as_null() {
 
 /// Sessions run in UTC whatever the database default, so cursors compare
 /// instants, not wall-clock text.
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_session_time_zone_is_utc() {
     run(DatabaseKind::Postgres, |db| async move {
@@ -100,6 +102,7 @@ async fn postgres_session_time_zone_is_utc() {
 }
 
 /// MySQL sessions run at +00:00, so TIMESTAMP columns read as UTC.
+#[cfg(feature = "mysql")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_session_time_zone_is_utc() {
     run(DatabaseKind::MySql, |db| async move {

@@ -695,25 +695,33 @@ pub(crate) async fn boundary_state_stays_small(db: TestDb) {
 /// A write dropped part-way (a crash between COPY and commit) leaves
 /// nothing half-done, and repeating it lands every row exactly once.
 pub(crate) async fn cancelled_write_is_safe_to_repeat(db: TestDb) {
-    let conn = SqlConnector::connect(&db.config().copy_threshold(100).build().unwrap())
-        .await
-        .unwrap();
-    conn.create_table(&booking_schema()).await.unwrap();
-    let batch: Vec<Record> = (0..5000).map(|i| booking(i, t(i as i64))).collect();
-    for ms in [1, 5, 20] {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(ms),
-            conn.write("booking", WriteBatch::upsert("booking_id", batch.clone())),
-        )
-        .await;
+    // Both the PostgreSQL COPY path and the ordinary path.
+    for (n, threshold) in [(0, 100), (1, 1_000_000)] {
+        let conn = SqlConnector::connect(&db.config().copy_threshold(threshold).build().unwrap())
+            .await
+            .unwrap();
+        let mut schema = booking_schema();
+        schema.name = format!("booking{n}");
+        conn.create_table(&schema).await.unwrap();
+        let batch: Vec<Record> = (0..5000).map(|i| booking(i, t(i as i64))).collect();
+        for ms in [1, 5, 20] {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(ms),
+                conn.write(
+                    &schema.name,
+                    WriteBatch::upsert("booking_id", batch.clone()),
+                ),
+            )
+            .await;
+        }
+        let out = conn
+            .write(&schema.name, WriteBatch::upsert("booking_id", batch))
+            .await
+            .unwrap();
+        assert!(out.iter().all(WriteOutcome::is_ok));
+        let (rows, _, _) = read_all(&conn, &schema.name, None, 10_000).await;
+        assert_eq!(rows.len(), 5000);
+        assert_distinct(&ids(&rows));
+        conn.close().await;
     }
-    let out = conn
-        .write("booking", WriteBatch::upsert("booking_id", batch))
-        .await
-        .unwrap();
-    assert!(out.iter().all(WriteOutcome::is_ok));
-    let (rows, _, _) = read_all(&conn, "booking", None, 10_000).await;
-    assert_eq!(rows.len(), 5000);
-    assert_distinct(&ids(&rows));
-    conn.close().await;
 }
