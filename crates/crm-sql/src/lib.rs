@@ -9,8 +9,9 @@
 //! - It also implements [`crm_core::Sink`]: batched upserts keyed by an
 //!   external id (`ON CONFLICT ... DO UPDATE` on PostgreSQL and SQLite,
 //!   `ON DUPLICATE KEY UPDATE` on MySQL), one transaction per batch, with
-//!   created / updated / unchanged / rejected per record; `COPY` through a
-//!   staging table for large batches on PostgreSQL.
+//!   created / updated / unchanged / rejected per record; on PostgreSQL,
+//!   large batches take a `COPY` path (new rows copied straight in, stored
+//!   rows through a staging table and one upsert).
 //! - [`StateStore`] keeps what a sync needs between runs (connections with
 //!   encrypted credentials, sync runs, field mappings, per-record sync state,
 //!   checkpoints, webhook events, audit log, review queue, dead letters), with

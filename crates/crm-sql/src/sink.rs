@@ -8,11 +8,16 @@
 //!    only. Text bound for PostgreSQL loses its NUL characters, which
 //!    PostgreSQL cannot store.
 //! 2. The rest are written in one transaction:
-//!    - PostgreSQL: `INSERT ... SELECT FROM UNNEST($1::text[], ...)` (or, from
-//!      `copy_threshold` records, `COPY` into a temporary staging table) `ON
+//!    - PostgreSQL: `INSERT ... SELECT FROM UNNEST($1::text[], ...) ON
 //!      CONFLICT (key) DO UPDATE ... WHERE ROW(t.*) IS DISTINCT FROM
 //!      ROW(EXCLUDED.*) RETURNING key, (xmax = 0)`: returned rows were created
-//!      or updated; rows not returned were unchanged and not rewritten.
+//!      or updated; rows not returned were unchanged and not rewritten. From
+//!      `copy_threshold` records the bulk path takes over: one query finds
+//!      which keys are stored, new rows go straight into the table with
+//!      `COPY`, stored rows go through a temporary staging table (`COPY`) and
+//!      the same `ON CONFLICT` statement. (Staging every row would write each
+//!      new row twice; if another writer inserts one of the "new" keys in
+//!      between, the `COPY` fails on the unique key and step 3 takes over.)
 //!    - MySQL and SQLite: the stored rows are read first (`FOR UPDATE` on
 //!      MySQL) and compared; only new and changed rows are written with
 //!      `INSERT ... ON DUPLICATE KEY UPDATE` / `ON CONFLICT DO UPDATE`.
