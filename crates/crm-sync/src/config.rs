@@ -214,6 +214,10 @@ pub struct Destination {
     /// Create the table (seed 000's `booking` schema) when it is missing.
     #[serde(default = "yes")]
     pub create_table: bool,
+    /// On a full run, remove stored rows whose key no longer appears at the
+    /// source (after the whole source was read).
+    #[serde(default = "yes")]
+    pub remove_missing: bool,
 }
 
 fn default_destination_url() -> SecretString {
@@ -234,6 +238,7 @@ impl Default for Destination {
             url: default_destination_url(),
             table: default_table(),
             create_table: true,
+            remove_missing: true,
         }
     }
 }

@@ -108,6 +108,17 @@ pub trait Observer: Send + Sync {
     async fn after_stage(&self, page: u64, stage: Stage, report: &RunReport);
 }
 
+/// Lists the keys a destination holds, so a full run can remove the rows
+/// that left the source.
+#[async_trait]
+pub trait DestinationKeys: Send + Sync {
+    /// Every value of `key_field` in `object`.
+    ///
+    /// # Errors
+    /// When the destination cannot be read.
+    async fn keys(&self, object: &str, key_field: &str) -> Result<Vec<String>>;
+}
+
 /// The field the pipeline writes each row's match status into.
 pub const MATCH_STATUS_FIELD: &str = "match_status";
 /// The campaign id field (seed 000 `campaign_id`).
@@ -129,6 +140,7 @@ pub struct Pipeline<'a> {
     max_manual_review: Option<usize>,
     page_size: Option<usize>,
     observer: Option<&'a dyn Observer>,
+    destination_keys: Option<&'a dyn DestinationKeys>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -157,7 +169,17 @@ impl<'a> Pipeline<'a> {
             max_manual_review: None,
             page_size: None,
             observer: None,
+            destination_keys: None,
         }
+    }
+
+    /// Lets a full run remove destination rows whose key no longer appears
+    /// at the source (only after the whole source was read: a run that stops
+    /// part-way removes nothing). Needs [`Pipeline::key_field`].
+    #[must_use]
+    pub fn remove_missing(mut self, keys: &'a dyn DestinationKeys) -> Self {
+        self.destination_keys = Some(keys);
+        self
     }
 
     /// The destination object (table) when it differs from the source's.
@@ -293,6 +315,8 @@ impl<'a> Pipeline<'a> {
         let mut validator = self.rules.as_ref().map(ValidationRules::validator);
         let mut index = 0usize;
         let mut review_full_warned = false;
+        let track_keys = mode == Mode::Full && self.destination_keys.is_some();
+        let mut seen = std::collections::HashSet::new();
 
         let mut pages = self.source.read(request);
         while let Some(page) = pages.next().await {
@@ -303,7 +327,12 @@ impl<'a> Pipeline<'a> {
             let mut deletes = Vec::new();
             for change in page.changes {
                 match change {
-                    Change::Upsert(r) => upserts.push((index, r)),
+                    Change::Upsert(r) => {
+                        if track_keys {
+                            seen.insert(self.label(&r));
+                        }
+                        upserts.push((index, r));
+                    }
                     Change::Delete { id, .. } => deletes.push(id),
                 }
                 index += 1;
@@ -341,6 +370,19 @@ impl<'a> Pipeline<'a> {
                 .commit_checkpoint(&self.job, &self.object, &page.cursor)
                 .await?;
             self.observe(n, Stage::Checkpoint, &report).await;
+        }
+        if let (true, Some(lister), Some(key)) =
+            (track_keys, self.destination_keys, &self.key_field)
+        {
+            let gone: Vec<RecordId> = lister
+                .keys(&self.destination_object, key)
+                .await?
+                .into_iter()
+                .filter(|k| !seen.contains(k))
+                .map(RecordId::new)
+                .collect();
+            report.removed_at_source = gone.len() as u64;
+            self.store(Vec::new(), gone, &mut report).await?;
         }
         report.elapsed = started.elapsed();
         Ok(report)

@@ -20,6 +20,8 @@ pub struct RunReport {
     pub rows_read: u64,
     /// Deletes read from the source.
     pub deletes_read: u64,
+    /// Rows a full run found missing at the source (removed at the destination).
+    pub removed_at_source: u64,
     /// Rows that passed validation.
     pub valid: u64,
     /// Rows skipped by validation (each goes to the dead letters).
@@ -116,6 +118,13 @@ impl fmt::Display for RunReport {
             self.deleted,
             self.rejected
         )?;
+        if self.removed_at_source > 0 {
+            writeln!(
+                f,
+                "  removed   {} (gone from the source)",
+                self.removed_at_source
+            )?;
+        }
         writeln!(f, "  time      {:.2} s", self.elapsed.as_secs_f64())?;
         for w in &self.warnings {
             writeln!(f, "  warning: {w}")?;

@@ -312,6 +312,12 @@ pub async fn run_job(
     if let Some(o) = observer {
         pipeline = pipeline.observer(o);
     }
+    let keys = SqlKeys {
+        url: dest_url.clone(),
+    };
+    if job.destination.remove_missing {
+        pipeline = pipeline.remove_missing(&keys);
+    }
     let timeout = Duration::from_secs(job.crm.sync.timeout.max(1));
     let outcome = tokio::time::timeout(timeout, pipeline.run(mode)).await;
     sink.close().await;
@@ -448,4 +454,63 @@ pub async fn check_job(job: &SyncJob, overrides: Overrides) -> Vec<CheckLine> {
         });
     }
     lines
+}
+
+/// Lists the keys of a SQL destination table, for a full run's removal of
+/// rows that left the source ([`Pipeline::remove_missing`]). Rows are read
+/// in pages through crm-sql's source, ordered by `synced_at`.
+#[derive(Clone, Debug)]
+pub struct SqlKeys {
+    url: String,
+}
+
+impl SqlKeys {
+    /// Keys of tables in the database at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        SqlKeys { url: url.into() }
+    }
+}
+
+fn plain_identifier(name: &str) -> Result<&str, Error> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::invalid_input(format!(
+            "{name:?} is not a plain table or column name (letters, digits, `_`)"
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::pipeline::DestinationKeys for SqlKeys {
+    async fn keys(&self, object: &str, key_field: &str) -> crm_core::Result<Vec<String>> {
+        let table = plain_identifier(object)?;
+        let key = plain_identifier(key_field)?;
+        let cfg = SqlConfig::builder()
+            .url(self.url.clone())
+            .query(format!("SELECT {key}, synced_at FROM {table}"))
+            .cursor_column("synced_at")
+            .primary_key([key])
+            .build()
+            .map_err(Error::from)?;
+        let source = SqlConnector::connect(&cfg).await?;
+        let mut keys = Vec::new();
+        let mut pages = source.read(ReadRequest::full(table));
+        while let Some(page) = pages.next().await {
+            for change in page?.changes {
+                if let Change::Upsert(r) = change
+                    && let Some(v) = r.get(key).filter(|v| !v.is_blank())
+                {
+                    keys.push(v.to_string());
+                }
+            }
+        }
+        source.close().await;
+        Ok(keys)
+    }
 }

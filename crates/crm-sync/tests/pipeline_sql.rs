@@ -259,5 +259,25 @@ async fn sqlite_store_and_state_survive_a_crash_at_every_stage() {
             let _ = std::fs::remove_dir_all(&d.dir);
         }
     }
+    // A full run after 10 rows left the source removes their stored rows.
+    let shorter = VecSource(rows().into_iter().take(20).collect());
+    let keys = crm_sync::runner::SqlKeys::new(clean.url.clone());
+    let full = Pipeline::new("bookings", "bookings", &shorter, &sink, &state)
+        .destination_object("booking_t")
+        .key_field("booking_id")
+        .validation(ValidationRules::from_yaml(RULES).unwrap())
+        .page_size(5)
+        .remove_missing(&keys)
+        .run(Mode::Full)
+        .await
+        .unwrap();
+    let kept: BTreeMap<String, Record> = expected
+        .iter()
+        .filter(|(k, _)| k.as_str() < "BK-020")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(full.removed_at_source, (expected.len() - kept.len()) as u64);
+    assert_eq!(full.deleted, full.removed_at_source);
+    assert_eq!(table_rows(&clean).await, kept);
     let _ = std::fs::remove_dir_all(&clean.dir);
 }
