@@ -225,3 +225,133 @@ fn empty_and_tiny_names() {
         vec![0, 4]
     );
 }
+
+/// Names over more characters than the index has histogram slots (so rare
+/// characters share one), with many exact and near duplicates.
+fn wide_name() -> impl Strategy<Value = String> {
+    let ch = prop::sample::select(
+        "abcdefghijklmnopqrstuvwxyz0123456789 éøß東京-_"
+            .chars()
+            .collect::<Vec<_>>(),
+    );
+    prop::collection::vec(ch, 0..30).prop_map(|v| v.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn wide_alphabet_and_duplicates_equal_brute_force(
+        base in prop::collection::vec(wide_name(), 1..20),
+        picks in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4), 0..30),
+        queries in prop::collection::vec((any::<prop::sample::Index>(), prop::collection::vec((0usize..40, any::<u8>()), 0..4)), 1..12),
+        t in threshold(),
+    ) {
+        // Duplicates: exact copies and copies differing only in case and
+        // punctuation (equal after normalisation).
+        let mut names = base.clone();
+        for (i, style) in &picks {
+            let n = &base[i.index(base.len())];
+            names.push(match style {
+                0 => n.clone(),
+                1 => n.to_uppercase(),
+                2 => format!("--{n}!"),
+                _ => n.replace(' ', "_"),
+            });
+        }
+        // Queries: edited names, some of them repeated.
+        let mut qs: Vec<String> = queries
+            .iter()
+            .map(|(i, edits)| mutate(&names[i.index(names.len())], edits))
+            .collect();
+        qs.extend(qs.clone().into_iter().take(3).map(|q| q.to_uppercase()));
+        let index = FuzzyIndex::new(&names);
+        let mut want = Vec::new();
+        for (b, q) in qs.iter().enumerate() {
+            let r = reference(&names, q, t);
+            prop_assert_eq!(index.search(q, t).collect::<Vec<_>>(), r.clone());
+            prop_assert_eq!(index.brute_force(q, t), r.clone());
+            want.extend(r.into_iter().map(|(c, s)| (b, c, s)));
+        }
+        let got: Vec<_> = index.all_pairs(&qs, t).collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+/// A small deterministic generator for the larger tests below.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn threaded_all_pairs_with_repeated_queries_equals_per_query_search() {
+    // Enough queries for several work chunks per thread and more than one
+    // block, with many repeated and case-changed queries.
+    let words = [
+        "acme", "spring", "sale", "video", "2024", "2025", "globex", "q3", "display", "müller",
+    ];
+    let mut rng = 7u64;
+    let word = |rng: &mut u64| words[(splitmix(rng) % words.len() as u64) as usize];
+    let campaigns: Vec<String> = (0..150)
+        .map(|_| {
+            let k = 2 + splitmix(&mut rng) % 4;
+            (0..k).map(|_| word(&mut rng)).collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    let bookings: Vec<String> = (0..9_000)
+        .map(|_| {
+            let c = &campaigns[(splitmix(&mut rng) % 150) as usize];
+            match splitmix(&mut rng) % 4 {
+                0 => c.to_uppercase(),
+                1 => c.replacen('a', "", 1),
+                2 => format!("{c} x"),
+                _ => c.clone(),
+            }
+        })
+        .collect();
+    let t: Threshold = "0.85".parse().unwrap();
+    let index = FuzzyIndex::new(&campaigns);
+    let mut want = Vec::new();
+    for (b, q) in bookings.iter().enumerate() {
+        want.extend(index.search(q, t).map(|(c, s)| (b, c, s)));
+    }
+    assert!(want.len() > bookings.len());
+    for threads in [1, 2, 3] {
+        let got: Vec<_> = index.all_pairs(&bookings, t).threads(threads).collect();
+        assert_eq!(got, want, "{threads} threads");
+    }
+    // Spot-check the per-query search against the reference.
+    for q in bookings.iter().step_by(500) {
+        assert_eq!(
+            index.search(q, t).collect::<Vec<_>>(),
+            reference(&campaigns, q, t)
+        );
+    }
+}
+
+#[test]
+fn saturated_character_counts_stay_exact() {
+    // Runs of more than 255 of one character saturate the histogram slot.
+    let names = [
+        "a".repeat(300),
+        "a".repeat(260),
+        format!("{}{}", "a".repeat(256), "b".repeat(40)),
+        "b".repeat(300),
+    ];
+    let index = FuzzyIndex::new(&names);
+    for q in [
+        "a".repeat(280),
+        "a".repeat(256),
+        format!("{}{}", "b".repeat(30), "a".repeat(270)),
+    ] {
+        for p in [0, 50, 85, 90, 95, 100] {
+            let t = Threshold::from_percent(p).unwrap();
+            let got: Vec<_> = index.search(&q, t).collect();
+            assert_eq!(got, reference(&names, &q, t), "{} at {p}", q.len());
+        }
+    }
+}

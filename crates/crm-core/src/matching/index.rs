@@ -4,165 +4,139 @@
 //!
 //! For the default [`Metric::Indel`] similarity `2 * LCS / (l1 + l2)` and a
 //! threshold `t = n / d`, a name of length `l2` can only reach `t` against a
-//! query of length `l1` if:
+//! query of length `l1` if its LCS with the query is at least
+//! `Lmin = ceil(n * (l1 + l2) / (2d))`, that is if the Indel distance
+//! `l1 + l2 - 2 * LCS` is at most `kmax = l1 + l2 - 2 * Lmin`. Two filters
+//! follow from this:
 //!
 //! * **length filter**: `2 * min(l1, l2) * d >= n * (l1 + l2)`, since the LCS
 //!   is at most the shorter length. The lengths passing form one interval,
 //!   and names are stored sorted by length, so it is an id range.
-//! * **q-gram count filter**: let `L` be the LCS and `C` a common
-//!   subsequence of that length. `C` has `L - q + 1` q-grams. Deleting the
-//!   `l1 - L` characters of the query that are not in `C` opens at most
-//!   `l1 - L` gaps between neighbouring characters of `C`, and each gap breaks
-//!   at most `q - 1` of `C`'s q-grams; likewise on the name's side. The
-//!   unbroken q-grams occur in both strings, so the two strings share at least
-//!   `(L - q + 1) - (q - 1) * (l1 + l2 - 2L)` q-grams (multiset count). This is
-//!   increasing in `L`, so with `Lmin = ceil(n * (l1 + l2) / (2d))` every
-//!   passing name shares at least `need = (2q - 1) * Lmin - (q - 1) * (l1 + l2)
-//!   - (q - 1)` q-grams with the query.
-//! * **count**: each query bigram occurrence the name also contains adds
-//!   one, an upper bound of the shared multiset count, so a passing name
-//!   reaches `need` (with q = 2).
+//! * **character-count filter** (the q-gram count lemma with q = 1): every
+//!   insertion or deletion changes one character's count by one, so the
+//!   Indel distance is at least the L1 distance between the two strings'
+//!   character histograms. Each name keeps a 32-slot histogram: the 31 most
+//!   frequent characters of the indexed names have a slot each, all others
+//!   share the last one, and counts saturate at 255. Sharing a slot and
+//!   saturating both only lower the L1 distance (`|(a1 + a2) - (b1 + b2)| <=
+//!   |a1 - b1| + |a2 - b2|`, `|min(a, 255) - min(b, 255)| <= |a - b|`), so
+//!   the histogram distance is still a lower bound, and a name whose
+//!   distance exceeds `kmax` provably fails. Comparing two histograms is a
+//!   sum of 32 byte differences, which compiles to a few vector
+//!   instructions, so the names of the length range are scanned in order
+//!   (sequential memory, no hashing).
 //!
-//! The counts of all names in the length interval are kept as bit-sliced
-//! counters (one 64-bit word per plane covers 64 names): a bigram held by
-//! many names is a dense bitset added to the counters word by word, a rare
-//! one is a posting list. Names whose count reaches `need` are candidates.
-//! Lengths whose `need` is below 1 (very short names, low thresholds) cannot
-//! be pruned by bigrams, so every name of those lengths is a candidate. Each
-//! candidate is then scored exactly (bit-parallel LCS) and compared with the
-//! threshold in integer arithmetic. The filters only drop names that provably
-//! fail, so the result is exactly the brute-force set; the property tests
-//! check this against an independent dynamic-programming scan. No
-//! `queries x names` matrix is ever built.
+//! Each name left is scored exactly (bit-parallel LCS against the query's
+//! pattern masks) and compared with the threshold in integer arithmetic. The
+//! filters only drop names that provably fail, so the result is exactly the
+//! brute-force set; the property tests check this against an independent
+//! dynamic-programming scan. No `queries x names` matrix is ever built.
+//!
+//! Identical normalised names are stored once with the list of their
+//! positions, and [`FuzzyIndex::all_pairs`] searches each distinct
+//! normalised query of a block once; results are still reported per
+//! original position, in the same order.
 //!
 //! The other metrics ([`Metric::JaroWinkler`], [`Metric::TokenSet`]) have no
-//! q-gram bound here: their search scores every name (still exact).
+//! such bound here: their search scores every distinct name (still exact).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::metric::{Metric, Pattern, indel_score};
 use super::normalize::normalize;
 use super::score::{Score, Threshold};
 
-/// A multiplicative hasher for the packed q-gram keys (they are already
-/// well-spread integers; SipHash would dominate the query time).
-#[derive(Default, Clone, Copy)]
-struct GramHasher(u64);
+/// Histogram slots per name (the last one is shared by the rarer characters).
+const SLOTS: usize = 32;
 
-impl Hasher for GramHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
-    }
-}
+/// Character counts of one name, by slot, saturating at 255.
+type Hist = [u8; SLOTS];
 
-type GramMap = HashMap<u64, u32, BuildHasherDefault<GramHasher>>;
-
-/// Packs the q-gram starting at `i` into one integer (21 bits per char).
-#[inline]
-fn gram_key(s: &[char], i: usize, q: usize) -> u64 {
-    s[i..i + q]
-        .iter()
-        .fold(0u64, |k, &c| (k << 21) | u64::from(u32::from(c)))
-}
-
-/// Names holding each bigram: a posting list (ascending internal ids) for
-/// rare bigrams, a bitset over all names for common ones.
+/// Which histogram slot each character counts in.
 #[derive(Debug, Clone)]
-struct GramIndex {
-    /// gram key -> gram number.
-    ids: GramMap,
-    /// Per gram: number of names holding it, and where its ids are.
-    grams: Vec<GramEntry>,
-    postings: Vec<u32>,
-    bitsets: Vec<u64>,
-    /// Per gram: how many names hold it (kept for dense grams).
-    dense_df: Vec<u32>,
-    words: usize,
+struct Alphabet {
+    ascii: [u8; 128],
+    /// Non-ASCII characters with their own slot, sorted by character.
+    other: Vec<(char, u8)>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum GramEntry {
-    /// `postings[start..end]`.
-    Sparse { start: u32, end: u32 },
-    /// `bitsets[slab * words..(slab + 1) * words]`.
-    Dense { slab: u32 },
-}
-
-impl GramIndex {
-    /// How many names hold gram `g`.
-    fn df(&self, g: u32) -> u32 {
-        match self.grams[g as usize] {
-            GramEntry::Sparse { start, end } => end - start,
-            GramEntry::Dense { .. } => self.dense_df[g as usize],
+impl Default for Alphabet {
+    fn default() -> Self {
+        Alphabet {
+            ascii: [(SLOTS - 1) as u8; 128],
+            other: Vec::new(),
         }
     }
+}
 
-    fn build(names: &[&[char]]) -> GramIndex {
-        let q = 2;
-        let words = names.len().div_ceil(64);
-        let mut ids = GramMap::default();
-        let mut lists: Vec<Vec<u32>> = Vec::new();
-        let mut keys: Vec<u64> = Vec::new();
-        for (name_id, name) in names.iter().enumerate() {
-            keys.clear();
-            if name.len() >= q {
-                keys.extend((0..=name.len() - q).map(|i| gram_key(name, i, q)));
-            }
-            keys.sort_unstable();
-            keys.dedup();
-            for k in &keys {
-                let next = ids.len() as u32;
-                let id = *ids.entry(*k).or_insert(next);
-                if id as usize == lists.len() {
-                    lists.push(Vec::new());
+impl Alphabet {
+    /// Gives the `SLOTS - 1` most frequent characters of `names` a slot each.
+    fn build<'a>(names: impl Iterator<Item = &'a [char]>) -> Alphabet {
+        let mut ascii_counts = [0u64; 128];
+        let mut other_counts: std::collections::HashMap<char, u64> =
+            std::collections::HashMap::new();
+        for name in names {
+            for &c in name {
+                if c.is_ascii() {
+                    ascii_counts[c as usize] += 1;
+                } else {
+                    *other_counts.entry(c).or_insert(0) += 1;
                 }
-                lists[id as usize].push(name_id as u32);
             }
         }
-        // A bitset costs `words` words; a posting list half a word per name.
-        let dense_from = (words * 2).max(64);
-        let mut grams = Vec::with_capacity(lists.len());
-        let mut postings = Vec::new();
-        let mut bitsets = Vec::new();
-        let dense_df: Vec<u32> = lists.iter().map(|l| l.len() as u32).collect();
-        for list in lists {
-            if list.len() >= dense_from {
-                let slab = (bitsets.len() / words.max(1)) as u32;
-                let base = bitsets.len();
-                bitsets.resize(base + words, 0u64);
-                for id in list {
-                    bitsets[base + id as usize / 64] |= 1u64 << (id % 64);
-                }
-                grams.push(GramEntry::Dense { slab });
+        let mut freq: Vec<(u64, char)> = other_counts.into_iter().map(|(c, n)| (n, c)).collect();
+        freq.extend(
+            ascii_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, n)| (*n, char::from(c as u8))),
+        );
+        freq.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut alphabet = Alphabet::default();
+        for (slot, &(_, c)) in freq.iter().take(SLOTS - 1).enumerate() {
+            if c.is_ascii() {
+                alphabet.ascii[c as usize] = slot as u8;
             } else {
-                let start = postings.len() as u32;
-                postings.extend_from_slice(&list);
-                grams.push(GramEntry::Sparse {
-                    start,
-                    end: postings.len() as u32,
-                });
+                alphabet.other.push((c, slot as u8));
             }
         }
-        GramIndex {
-            ids,
-            grams,
-            postings,
-            bitsets,
-            dense_df,
-            words,
+        alphabet.other.sort_unstable();
+        alphabet
+    }
+
+    #[inline]
+    fn slot(&self, c: char) -> usize {
+        if c.is_ascii() {
+            usize::from(self.ascii[c as usize])
+        } else {
+            match self.other.binary_search_by(|(o, _)| o.cmp(&c)) {
+                Ok(k) => usize::from(self.other[k].1),
+                Err(_) => SLOTS - 1,
+            }
         }
     }
+
+    fn hist(&self, s: &[char]) -> Hist {
+        let mut h = [0u8; SLOTS];
+        for &c in s {
+            let slot = &mut h[self.slot(c)];
+            *slot = slot.saturating_add(1);
+        }
+        h
+    }
+}
+
+/// L1 distance of two histograms (a lower bound of the Indel distance).
+#[inline]
+fn hist_distance(a: &Hist, b: &Hist) -> u32 {
+    // Byte-wise differences first, then one widening sum: this shape
+    // compiles to byte max/min/sub and a sum-of-absolute-differences.
+    let mut diff = [0u8; SLOTS];
+    for ((d, &x), &y) in diff.iter_mut().zip(a).zip(b) {
+        *d = x.max(y) - x.min(y);
+    }
+    diff.iter().map(|&v| u32::from(v)).sum()
 }
 
 /// An index over a list of names for threshold searches.
@@ -183,16 +157,21 @@ impl GramIndex {
 #[derive(Debug, Clone)]
 pub struct FuzzyIndex {
     metric: Metric,
-    /// All normalised names, in internal (length-sorted) order, back to back.
+    /// The distinct normalised names, in internal (length-sorted) order,
+    /// back to back.
     chars: Vec<char>,
-    /// `chars[starts[i]..starts[i + 1]]` is internal name `i`.
+    /// `chars[starts[i]..starts[i + 1]]` is distinct name `i`.
     starts: Vec<usize>,
-    /// Internal id -> position in the caller's list.
-    original: Vec<u32>,
+    /// Positions in the caller's list, grouped by distinct name:
+    /// `members[member_starts[i]..member_starts[i + 1]]`, ascending.
+    members: Vec<u32>,
+    member_starts: Vec<u32>,
     /// Distinct lengths, ascending, with the first internal id of each and
-    /// a final sentinel `(usize::MAX, n)`.
+    /// a final sentinel `(usize::MAX, distinct names)`.
     lengths: Vec<(usize, u32)>,
-    bigrams: GramIndex,
+    /// Per distinct name (Indel only): its character histogram.
+    hists: Vec<Hist>,
+    alphabet: Alphabet,
 }
 
 impl FuzzyIndex {
@@ -220,51 +199,62 @@ impl FuzzyIndex {
 
     fn from_normalized(names: Vec<Vec<char>>, metric: Metric) -> FuzzyIndex {
         let mut order: Vec<u32> = (0..names.len() as u32).collect();
-        // By length (the length filter is an id range), then by text, so names
-        // sharing a beginning share counter words (whole words drop early).
+        // By length (the length filter is an id range), then by text, so
+        // identical names are neighbours, then by position.
         order.sort_by(|&a, &b| {
             let (x, y) = (&names[a as usize], &names[b as usize]);
             (x.len(), x, a).cmp(&(y.len(), y, b))
         });
         let mut chars = Vec::with_capacity(names.iter().map(Vec::len).sum());
         let mut starts = Vec::with_capacity(names.len() + 1);
+        let mut member_starts = Vec::with_capacity(names.len() + 1);
         let mut lengths: Vec<(usize, u32)> = Vec::new();
-        for (internal, &i) in order.iter().enumerate() {
-            let name = &names[i as usize];
+        let mut previous: Option<&[char]> = None;
+        for (k, &i) in order.iter().enumerate() {
+            let name = names[i as usize].as_slice();
+            if previous == Some(name) {
+                continue;
+            }
+            previous = Some(name);
+            let distinct = starts.len() as u32;
             if lengths.last().is_none_or(|(l, _)| *l != name.len()) {
-                lengths.push((name.len(), internal as u32));
+                lengths.push((name.len(), distinct));
             }
             starts.push(chars.len());
+            member_starts.push(k as u32);
             chars.extend_from_slice(name);
         }
         starts.push(chars.len());
-        lengths.push((usize::MAX, order.len() as u32));
-        let slices: Vec<&[char]> = (0..order.len())
-            .map(|i| &chars[starts[i]..starts[i + 1]])
-            .collect();
-        let bigrams = if metric == Metric::Indel {
-            GramIndex::build(&slices)
-        } else {
-            GramIndex::build(&[])
-        };
-        FuzzyIndex {
+        member_starts.push(order.len() as u32);
+        let distinct = starts.len() - 1;
+        lengths.push((usize::MAX, distinct as u32));
+        let mut index = FuzzyIndex {
             metric,
             chars,
             starts,
-            original: order,
+            members: order,
+            member_starts,
             lengths,
-            bigrams,
+            hists: Vec::new(),
+            alphabet: Alphabet::default(),
+        };
+        if metric == Metric::Indel {
+            index.alphabet = Alphabet::build((0..distinct).map(|i| index.internal(i)));
+            index.hists = (0..distinct)
+                .map(|i| index.alphabet.hist(index.internal(i)))
+                .collect();
         }
+        index
     }
 
     /// Number of names.
     pub fn len(&self) -> usize {
-        self.original.len()
+        self.members.len()
     }
 
     /// True if the index holds no names.
     pub fn is_empty(&self) -> bool {
-        self.original.is_empty()
+        self.members.is_empty()
     }
 
     /// The metric scores are computed with.
@@ -272,8 +262,18 @@ impl FuzzyIndex {
         self.metric
     }
 
+    /// Number of distinct normalised names.
+    fn distinct(&self) -> usize {
+        self.starts.len() - 1
+    }
+
     fn internal(&self, id: usize) -> &[char] {
         &self.chars[self.starts[id]..self.starts[id + 1]]
+    }
+
+    /// The caller's positions of distinct name `id`.
+    fn members_of(&self, id: usize) -> &[u32] {
+        &self.members[self.member_starts[id] as usize..self.member_starts[id + 1] as usize]
     }
 
     /// A reusable search state; searching many queries through one
@@ -281,10 +281,8 @@ impl FuzzyIndex {
     pub fn searcher(&self) -> Searcher<'_> {
         Searcher {
             index: self,
-            counters: Vec::new(),
             pattern: Pattern::default(),
             query: Vec::new(),
-            grams: Vec::new(),
         }
     }
 
@@ -305,14 +303,13 @@ impl FuzzyIndex {
     /// keeps those at or above `threshold`, in ascending index order.
     pub fn brute_force(&self, name: &str, threshold: Threshold) -> Vec<(usize, Score)> {
         let query: Vec<char> = normalize(name).chars().collect();
-        let mut out: Vec<(usize, Score)> = (0..self.len())
-            .filter_map(|id| {
-                let s = self.metric.score(&query, self.internal(id));
-                threshold
-                    .accepts(s)
-                    .then_some((self.original[id] as usize, s))
-            })
-            .collect();
+        let mut out = Vec::new();
+        for id in 0..self.distinct() {
+            let s = self.metric.score(&query, self.internal(id));
+            if threshold.accepts(s) {
+                out.extend(self.members_of(id).iter().map(|&i| (i as usize, s)));
+            }
+        }
         out.sort_unstable_by_key(|(i, _)| *i);
         out
     }
@@ -321,6 +318,7 @@ impl FuzzyIndex {
     /// `threshold`, ordered by query then name index, computed in parallel
     /// (all available cores) one block of queries at a time so memory stays
     /// bounded by the block's results, never by `queries x names`.
+    /// Identical normalised queries of a block are searched once.
     pub fn all_pairs<'a, S: AsRef<str> + Sync>(
         &'a self,
         queries: &'a [S],
@@ -343,12 +341,8 @@ impl FuzzyIndex {
 #[derive(Debug)]
 pub struct Searcher<'a> {
     index: &'a FuzzyIndex,
-    /// Bit-sliced counters: `planes` words per 64 names.
-    counters: Vec<u64>,
     pattern: Pattern,
     query: Vec<char>,
-    /// The query's bigrams found in the index (with repeats).
-    grams: Vec<u32>,
 }
 
 impl Searcher<'_> {
@@ -369,14 +363,14 @@ impl Searcher<'_> {
         out: &mut Vec<(usize, Score)>,
     ) {
         let start = out.len();
-        if self.index.metric == Metric::Indel {
+        let index = self.index;
+        if index.metric == Metric::Indel {
             self.search_indel(query, threshold, out);
         } else {
-            let index = self.index;
-            for id in 0..index.len() {
+            for id in 0..index.distinct() {
                 let s = index.metric.score(query, index.internal(id));
                 if threshold.accepts(s) {
-                    out.push((index.original[id] as usize, s));
+                    out.extend(index.members_of(id).iter().map(|&i| (i as usize, s)));
                 }
             }
         }
@@ -385,151 +379,33 @@ impl Searcher<'_> {
 
     fn search_indel(&mut self, query: &[char], t: Threshold, out: &mut Vec<(usize, Score)>) {
         let index = self.index;
-        let gi = &index.bigrams;
         let (n, d) = (u128::from(t.numerator()), u128::from(t.denominator()));
         let l1 = query.len();
-        let passes = |l2: usize| 2 * (l1.min(l2) as u128) * d >= n * (l1 + l2) as u128;
-        // Shared bigrams (multiset) every passing name of length l2 has.
-        let need = |l2: usize| -> i128 {
-            let sum = (l1 + l2) as u128;
-            let lmin = (n * sum).div_ceil(2 * d) as i128;
-            3 * lmin - sum as i128 - 1
-        };
-        // Length buckets passing the length filter: (length, first id, end id).
-        let buckets: Vec<(usize, usize, usize)> = index
-            .lengths
-            .windows(2)
-            .filter(|w| passes(w[0].0))
-            .map(|w| (w[0].0, w[0].1 as usize, w[1].1 as usize))
-            .collect();
-        let mut verify = |id: usize, pattern: &mut Pattern| {
-            let name = index.internal(id);
-            let lcs = pattern.lcs(name);
-            let sum = l1 + name.len();
-            if 2 * (lcs as u128) * d >= n * sum as u128 {
-                out.push((index.original[id] as usize, indel_score(lcs, sum)));
-            }
-        };
+        let qh = index.alphabet.hist(query);
         self.pattern.set(query);
-        // Buckets bigrams cannot prune: every name is a candidate.
-        for b in buckets.iter().filter(|b| need(b.0) < 1) {
-            for id in b.1..b.2 {
-                verify(id, &mut self.pattern);
+        for w in index.lengths.windows(2) {
+            let (l2, from, to) = (w[0].0, w[0].1 as usize, w[1].1 as usize);
+            let sum = (l1 + l2) as u128;
+            // Length filter.
+            if 2 * (l1.min(l2) as u128) * d < n * sum {
+                continue;
             }
-        }
-        let counted: Vec<&(usize, usize, usize)> =
-            buckets.iter().filter(|b| need(b.0) >= 1).collect();
-        let (Some(first), Some(last)) = (counted.first(), counted.last()) else {
-            return;
-        };
-        // Counted buckets may interleave with scanned ones (need is not
-        // monotone in l2); ids of scanned buckets are skipped below.
-        let (lo, hi) = (first.1, last.2);
-        let need_min = counted.iter().map(|b| need(b.0)).min().unwrap_or(1);
-
-        self.grams.clear();
-        if l1 >= 2 {
-            for i in 0..=l1 - 2 {
-                if let Some(&g) = gi.ids.get(&gram_key(query, i, 2)) {
-                    self.grams.push(g);
-                }
-            }
-        }
-        // A name can count at most every occurrence: no counter overflows.
-        let planes = (usize::BITS - self.grams.len().leading_zeros()).max(1) as usize;
-        if (self.grams.len() as i128) < need_min {
-            return;
-        }
-        let (wlo, whi) = (lo / 64, hi.div_ceil(64));
-        let span = whi - wlo;
-        self.counters.clear();
-        self.counters.resize(span * planes, 0);
-        let counters = &mut self.counters;
-        // Rare bigrams first (posting lists into the counters) ...
-        let mut dense: Vec<(u32, usize)> = Vec::new();
-        for &g in &self.grams {
-            match gi.grams[g as usize] {
-                GramEntry::Dense { slab } => dense.push((gi.df(g), slab as usize * gi.words)),
-                GramEntry::Sparse { start, end } => {
-                    let list = &gi.postings[start as usize..end as usize];
-                    let a = list.partition_point(|&id| (id as usize) < lo);
-                    let b = list.partition_point(|&id| (id as usize) < hi);
-                    for &id in &list[a..b] {
-                        let id = id as usize;
-                        let (w, bit) = (id / 64 - wlo, 1u64 << (id % 64));
-                        for p in &mut counters[w * planes..(w + 1) * planes] {
-                            let had = *p & bit;
-                            *p ^= bit;
-                            if had == 0 {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        // ... then the common ones as bitsets, 64 names per word.
-        for &(_, base) in &dense {
-            let bits = &gi.bitsets[base + wlo..base + whi];
-            for (cell, &b) in counters.chunks_exact_mut(planes).zip(bits) {
-                let mut x = b;
-                for p in cell {
-                    if x == 0 {
-                        break;
-                    }
-                    let carry = *p & x;
-                    *p ^= x;
-                    x = carry;
-                }
-            }
-        }
-        // Names whose count reaches need_min, then their own length's need.
-        let mut bucket = 0usize;
-        for w in 0..span {
-            let cell = &counters[w * planes..(w + 1) * planes];
-            let mut hits = at_least(cell, need_min);
-            while hits != 0 {
-                let bit = hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                let id = (wlo + w) * 64 + bit;
-                if id < lo || id >= hi {
+            // Largest Indel distance that can still pass.
+            let lmin = (n * sum).div_ceil(2 * d);
+            let kmax = u32::try_from(sum.saturating_sub(2 * lmin)).unwrap_or(u32::MAX);
+            for (k, h) in index.hists[from..to].iter().enumerate() {
+                if hist_distance(h, &qh) > kmax {
                     continue;
                 }
-                while counted[bucket].2 <= id {
-                    bucket += 1;
-                    if bucket == counted.len() {
-                        return;
-                    }
-                }
-                if id < counted[bucket].1 {
-                    continue; // a scanned bucket, already verified
-                }
-                let count: i128 = cell
-                    .iter()
-                    .enumerate()
-                    .map(|(p, &plane)| i128::from(((plane >> bit) & 1) as u8) << p)
-                    .sum();
-                if count >= need(counted[bucket].0) {
-                    verify(id, &mut self.pattern);
+                let id = from + k;
+                let lcs = self.pattern.lcs(index.internal(id));
+                if 2 * (lcs as u128) * d >= n * sum {
+                    let s = indel_score(lcs, l1 + l2);
+                    out.extend(index.members_of(id).iter().map(|&i| (i as usize, s)));
                 }
             }
         }
     }
-}
-
-/// The mask of the 64 bit-sliced counters in `cell` that are `>= k`
-/// (`k >= 0`, below `2^planes`).
-fn at_least(cell: &[u64], k: i128) -> u64 {
-    let (mut gt, mut eq) = (0u64, !0u64);
-    for (p, &plane) in cell.iter().enumerate().rev() {
-        if (k >> p) & 1 == 1 {
-            eq &= plane;
-        } else {
-            gt |= eq & plane;
-            eq &= !plane;
-        }
-    }
-    gt | eq
 }
 
 /// The streamed output of [`FuzzyIndex::all_pairs`] and [`all_pairs`].
@@ -545,7 +421,61 @@ pub struct AllPairs<'a, S> {
 }
 
 /// Queries per thread in one block of [`AllPairs`].
-const BLOCK_PER_THREAD: usize = 1024;
+const BLOCK_PER_THREAD: usize = 4096;
+
+/// Work items a thread takes at a time (threads take the next chunk when
+/// done, so uneven query costs still keep every thread busy).
+const CHUNK: usize = 32;
+
+/// `f(state, i, out)` for every `i` in `0..items` on up to `threads`
+/// threads, each with its own `state` from `init`; outputs in item order.
+fn parallel_map<T, W, I, F>(items: usize, threads: usize, init: I, f: F) -> Vec<T>
+where
+    T: Send,
+    I: Fn() -> W + Sync,
+    F: Fn(&mut W, usize, &mut Vec<T>) + Sync,
+{
+    let mut out = Vec::with_capacity(items);
+    if threads <= 1 || items <= CHUNK {
+        let mut state = init();
+        for i in 0..items {
+            f(&mut state, i, &mut out);
+        }
+        return out;
+    }
+    let next = AtomicUsize::new(0);
+    let mut parts: Vec<(usize, Vec<T>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.min(items.div_ceil(CHUNK)))
+            .map(|_| {
+                let (next, init, f) = (&next, &init, &f);
+                scope.spawn(move || {
+                    let mut state = init();
+                    let mut parts = Vec::new();
+                    loop {
+                        let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+                        if start >= items {
+                            return parts;
+                        }
+                        let mut part = Vec::new();
+                        for i in start..(start + CHUNK).min(items) {
+                            f(&mut state, i, &mut part);
+                        }
+                        parts.push((start, part));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    parts.sort_unstable_by_key(|(start, _)| *start);
+    for (_, part) in parts {
+        out.extend(part);
+    }
+    out
+}
 
 impl<S: AsRef<str> + Sync> AllPairs<'_, S> {
     /// Uses at most `threads` threads (at least one).
@@ -562,39 +492,41 @@ impl<S: AsRef<str> + Sync> AllPairs<'_, S> {
         let block = &self.queries[self.next..end];
         let base = self.next;
         self.next = end;
-        let (index, t) = (self.index, self.threshold);
-        let chunk = block.len().div_ceil(self.threads).max(1);
-        let run = |offset: usize, part: &[S]| {
-            let mut searcher = index.searcher();
-            let mut hits = Vec::new();
-            let mut out = Vec::new();
-            for (k, q) in part.iter().enumerate() {
-                hits.clear();
-                searcher.search_into(q.as_ref(), t, &mut hits);
-                out.extend(hits.iter().map(|&(c, s)| (offset + k, c, s)));
+        let (index, t, threads) = (self.index, self.threshold, self.threads);
+        // Normalise the block, then search each distinct query once.
+        let normalised: Vec<Vec<char>> = parallel_map(
+            block.len(),
+            threads,
+            || (),
+            |_, i, out| {
+                out.push(normalize(block[i].as_ref()).chars().collect());
+            },
+        );
+        let mut order: Vec<u32> = (0..block.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| normalised[a as usize].cmp(&normalised[b as usize]));
+        // distinct_of[query] = its distinct number; firsts[distinct] = a query.
+        let mut distinct_of = vec![0u32; block.len()];
+        let mut firsts: Vec<u32> = Vec::new();
+        for (k, &q) in order.iter().enumerate() {
+            let same = k > 0 && normalised[order[k - 1] as usize] == normalised[q as usize];
+            if !same {
+                firsts.push(q);
             }
-            out
-        };
-        if self.threads == 1 || block.len() <= 1 {
-            self.buffer = run(base, block);
-            return;
+            distinct_of[q as usize] = (firsts.len() - 1) as u32;
         }
-        let results: Vec<Vec<(usize, usize, Score)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = block
-                .chunks(chunk)
-                .enumerate()
-                .map(|(i, part)| {
-                    let run = &run;
-                    scope.spawn(move || run(base + i * chunk, part))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        for r in results {
-            self.buffer.extend(r);
+        let results: Vec<Vec<(usize, Score)>> = parallel_map(
+            firsts.len(),
+            threads,
+            || index.searcher(),
+            |searcher, k, out| {
+                let mut hits = Vec::new();
+                searcher.search_normalized(&normalised[firsts[k] as usize], t, &mut hits);
+                out.push(hits);
+            },
+        );
+        for (q, &k) in distinct_of.iter().enumerate() {
+            self.buffer
+                .extend(results[k as usize].iter().map(|&(c, s)| (base + q, c, s)));
         }
     }
 }

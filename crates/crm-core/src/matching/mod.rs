@@ -18,8 +18,9 @@
 //! Scores are exact fractions ([`Score`]) and thresholds exact decimals
 //! ([`Threshold`]), so a score equal to the threshold always passes, in
 //! every API. [`FuzzyIndex`] finds the names at or above a threshold with
-//! length, q-gram count and prefix filters and returns exactly the set a
-//! brute-force scan returns; [`all_pairs`] streams every pair of two lists.
+//! length and character-count (q-gram count, q = 1) filters and returns
+//! exactly the set a brute-force scan returns; [`all_pairs`] streams every
+//! pair of two lists.
 //!
 //! ```
 //! use crm_core::matching::{MatchAction, MatchStatus, Matcher, MatchingConfig};
