@@ -222,7 +222,7 @@ fn run_exit_codes_say_who_must_act() {
     let unreachable = d.join("db.yaml");
     std::fs::write(
         &unreachable,
-        "name: x\ndatabase:\n  type: postgresql\n  host: 127.0.0.1\n  port: 1\n  database: bookings\n  username: u\n  password: s3cret-pw\n  query: \"SELECT * FROM bookings WHERE updated_at >= :last_sync\"\n  primary_key: [booking_id]\n",
+        "name: x\ndatabase:\n  type: postgresql\n  host: 127.0.0.1\n  port: 1\n  database: bookings\n  username: u\n  password: s3cret-pw\n  query: \"SELECT * FROM bookings WHERE updated_at >= :last_sync\"\n  primary_key: [booking_id]\n  pool:\n    acquire_timeout: 2\n",
     )
     .unwrap();
     let (code, _, err) = crm_sync(&["run", unreachable.to_str().unwrap()]);

@@ -50,24 +50,51 @@ pub const DEMO_JOB: &str = include_str!("../../../../examples/bookings/bookings.
 /// The demo's campaigns.
 pub const DEMO_CAMPAIGNS: &str = include_str!("../../../../examples/bookings/campaigns.csv");
 
-/// Prints one line per page on a terminal, nothing otherwise.
+/// Shows progress on standard error: a bar redrawn in place on a terminal,
+/// one plain line per page otherwise (logs, CI). Off with `--json`.
 struct Progress {
     on: bool,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Progress {
+            on: !json,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn finish(&self) {
+        if self.on && self.terminal {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!();
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Observer for Progress {
     async fn after_stage(&self, page: u64, stage: Stage, report: &RunReport) {
-        if self.on && stage == Stage::Checkpoint {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "page {page}: {} rows read, {} valid, {} stored",
-                    report.rows_read,
-                    report.valid,
-                    report.stored()
-                );
-            }
+        if !self.on || stage != Stage::Checkpoint {
+            return;
+        }
+        let line = format!(
+            "page {page}: {} rows read, {} valid, {} skipped, {} stored",
+            report.rows_read,
+            report.valid,
+            report.invalid,
+            report.stored()
+        );
+        #[allow(clippy::print_stderr)]
+        if self.terminal {
+            // A spinner-style bar: the source's total is not known up front.
+            let filled = (page as usize % 20) + 1;
+            eprint!("\r[{:<20}] {line}", "#".repeat(filled));
+        } else {
+            eprintln!("{line}");
         }
     }
 }
@@ -109,13 +136,10 @@ pub async fn run(args: &RunArgs) -> Result<(), CliError> {
     } else {
         Mode::Incremental
     };
-    let progress = Progress {
-        on: !args.json && std::io::stderr().is_terminal(),
-    };
-    let report = run_job(&job, mode, overrides, Some(&progress))
-        .await
-        .map_err(from_run_error)?;
-    print(&report, args.json)
+    let progress = Progress::new(args.json);
+    let report = run_job(&job, mode, overrides, Some(&progress)).await;
+    progress.finish();
+    print(&report.map_err(from_run_error)?, args.json)
 }
 
 /// Runs the demo and returns its report (the CLI prints it).
@@ -159,14 +183,11 @@ pub async fn demo_report(args: &DemoArgs) -> Result<RunReport, CliError> {
         campaigns: Some(campaigns),
         base_dir: Some(args.dir.clone()),
     };
-    let progress = Progress {
-        on: !args.json && std::io::stderr().is_terminal(),
-    };
-    let report = run_job(&job, Mode::Full, overrides, Some(&progress))
-        .await
-        .map_err(from_run_error)?;
+    let progress = Progress::new(args.json);
+    let report = run_job(&job, Mode::Full, overrides, Some(&progress)).await;
+    progress.finish();
     handle.shutdown().await;
-    Ok(report)
+    report.map_err(from_run_error)
 }
 
 /// Runs `crm-sync demo`.
