@@ -21,10 +21,13 @@
 //!   saturating both only lower the L1 distance (`|(a1 + a2) - (b1 + b2)| <=
 //!   |a1 - b1| + |a2 - b2|`, `|min(a, 255) - min(b, 255)| <= |a - b|`), so
 //!   the histogram distance is still a lower bound, and a name whose
-//!   distance exceeds `kmax` provably fails. Comparing two histograms is a
-//!   sum of 32 byte differences, which compiles to a few vector
-//!   instructions, so the names of the length range are scanned in order
-//!   (sequential memory, no hashing).
+//!   distance exceeds `kmax` provably fails. The names of the length range
+//!   are scanned in order (sequential memory, no hashing) with a 16-slot
+//!   fold of the histograms first (slot `i` plus slot `31 - i`, so a
+//!   frequent character shares with a rare one; one vector register per
+//!   name, again a lower bound by the same argument), then the full 32
+//!   slots for the few names left. Each comparison is a sum of byte
+//!   differences, which compiles to a few vector instructions.
 //!
 //! Each name left is scored exactly (bit-parallel LCS against the query's
 //! pattern masks) and compared with the threshold in integer arithmetic. The
@@ -127,6 +130,29 @@ impl Alphabet {
     }
 }
 
+/// Half-size histograms: slot `i` and slot `SLOTS - 1 - i` added
+/// (saturating), so a frequent character shares with a rare one.
+type Coarse = [u8; SLOTS / 2];
+
+fn coarse(h: &Hist) -> Coarse {
+    let mut c = [0u8; SLOTS / 2];
+    for (i, v) in c.iter_mut().enumerate() {
+        *v = h[i].saturating_add(h[SLOTS - 1 - i]);
+    }
+    c
+}
+
+/// L1 distance of two coarse histograms: a lower bound of
+/// [`hist_distance`], checked first (one vector register per name).
+#[inline]
+fn coarse_distance(a: &Coarse, b: &Coarse) -> u32 {
+    let mut diff = [0u8; SLOTS / 2];
+    for ((d, &x), &y) in diff.iter_mut().zip(a).zip(b) {
+        *d = x.max(y) - x.min(y);
+    }
+    diff.iter().map(|&v| u32::from(v)).sum()
+}
+
 /// L1 distance of two histograms (a lower bound of the Indel distance).
 #[inline]
 fn hist_distance(a: &Hist, b: &Hist) -> u32 {
@@ -169,8 +195,10 @@ pub struct FuzzyIndex {
     /// Distinct lengths, ascending, with the first internal id of each and
     /// a final sentinel `(usize::MAX, distinct names)`.
     lengths: Vec<(usize, u32)>,
-    /// Per distinct name (Indel only): its character histogram.
+    /// Per distinct name (Indel only): its character histogram, and the
+    /// same folded to half the slots.
     hists: Vec<Hist>,
+    coarse: Vec<Coarse>,
     alphabet: Alphabet,
 }
 
@@ -236,6 +264,7 @@ impl FuzzyIndex {
             member_starts,
             lengths,
             hists: Vec::new(),
+            coarse: Vec::new(),
             alphabet: Alphabet::default(),
         };
         if metric == Metric::Indel {
@@ -243,6 +272,7 @@ impl FuzzyIndex {
             index.hists = (0..distinct)
                 .map(|i| index.alphabet.hist(index.internal(i)))
                 .collect();
+            index.coarse = index.hists.iter().map(coarse).collect();
         }
         index
     }
@@ -382,6 +412,7 @@ impl Searcher<'_> {
         let (n, d) = (u128::from(t.numerator()), u128::from(t.denominator()));
         let l1 = query.len();
         let qh = index.alphabet.hist(query);
+        let qc = coarse(&qh);
         self.pattern.set(query);
         for w in index.lengths.windows(2) {
             let (l2, from, to) = (w[0].0, w[0].1 as usize, w[1].1 as usize);
@@ -393,11 +424,14 @@ impl Searcher<'_> {
             // Largest Indel distance that can still pass.
             let lmin = (n * sum).div_ceil(2 * d);
             let kmax = u32::try_from(sum.saturating_sub(2 * lmin)).unwrap_or(u32::MAX);
-            for (k, h) in index.hists[from..to].iter().enumerate() {
-                if hist_distance(h, &qh) > kmax {
+            for (k, c) in index.coarse[from..to].iter().enumerate() {
+                if coarse_distance(c, &qc) > kmax {
                     continue;
                 }
                 let id = from + k;
+                if hist_distance(&index.hists[id], &qh) > kmax {
+                    continue;
+                }
                 let lcs = self.pattern.lcs(index.internal(id));
                 if 2 * (lcs as u128) * d >= n * sum {
                     let s = indel_score(lcs, l1 + l2);
