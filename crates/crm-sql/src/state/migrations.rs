@@ -163,6 +163,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX {ine} crm_review_queue_record_idx ON crm_review_queue (connection_id, record_id)",
         ],
     },
+    Migration {
+        version: 3,
+        name: "leases",
+        statements: &["CREATE TABLE IF NOT EXISTS crm_leases (
+            name {key} NOT NULL PRIMARY KEY,
+            holder {key} NOT NULL,
+            expires_at {ts} NOT NULL,
+            acquired_at {ts} NOT NULL
+        )"],
+    },
 ];
 
 /// Fills the type tokens for `dialect`.

@@ -33,6 +33,7 @@
 
 mod crypto;
 mod keyed;
+pub mod lease;
 mod migrations;
 
 use std::fmt;

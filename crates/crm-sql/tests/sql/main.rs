@@ -11,6 +11,7 @@
 )]
 
 mod harness;
+mod lease;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod specific;
 mod state;
@@ -57,4 +58,7 @@ all_backends!(
     suite::create_update_delete,
     suite::boundary_state_stays_small,
     suite::cancelled_write_is_safe_to_repeat,
+    lease::lease_has_one_holder,
+    lease::expired_lease_is_retaken,
+    lease::racing_acquirers_get_one_lease,
 );
