@@ -57,6 +57,7 @@ def main():
     if args.limit:
         b_ids, bookings = b_ids[: args.limit], bookings[: args.limit]
 
+    load_start = os.getloadavg()
     pairs = set()
     t0 = time.perf_counter()
     for start in range(0, len(bookings), args.chunk):
@@ -74,6 +75,7 @@ def main():
         pairs.update(zip((rows + start).tolist(), cols.tolist()))
         del m
     elapsed = time.perf_counter() - t0
+    load_end = os.getloadavg()
 
     rust = set()
     rust_path = os.path.join(args.dir, "pairs_rust.csv")
@@ -107,6 +109,8 @@ def main():
         "chunk": args.chunk,
         "workers": args.workers,
         "cpus": os.cpu_count(),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in load_end],
         "python": platform.python_version(),
     }
     rust_json = os.path.join(args.dir, "rust.json")

@@ -10,6 +10,10 @@
 //! python3 scripts/bench_matching.py --dir target/bench-matching
 //! ```
 //!
+//! `cargo bench` runs the bench in `crates/crm-core`, so a relative `--dir`
+//! is taken from there; pass an absolute one (`--dir "$PWD/target/..."`)
+//! to share the files with the script run from the repository root.
+//!
 //! It writes `bookings.csv` and `campaigns.csv` (raw names: `id,name`),
 //! `bookings_normalized.csv` / `campaigns_normalized.csv` (the same ids with
 //! the names after `crm_core::matching::normalize`, which is what both sides
@@ -250,6 +254,14 @@ fn main() {
     write_csv(&dir.join("campaigns_normalized.csv"), "C", &nc);
 
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    // The 1-minute load average (Linux), so shared-machine runs say so.
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "null".to_owned())
+    };
+    let load_start = load();
     let t0 = Instant::now();
     let index = FuzzyIndex::new(&campaigns);
     let build = t0.elapsed();
@@ -260,6 +272,7 @@ fn main() {
     }
     let search = t1.elapsed();
     let total = t0.elapsed();
+    let load_end = load();
 
     let mut w = BufWriter::new(File::create(dir.join("pairs_rust.csv")).unwrap());
     writeln!(w, "booking_id,campaign_id,score").unwrap();
@@ -275,7 +288,8 @@ fn main() {
     let report = format!(
         "{{\"bookings\": {bookings_n}, \"campaigns\": {campaigns_n}, \"threshold\": \"{}/{}\", \
          \"threads\": {threads}, \"index_build_s\": {:.3}, \"search_s\": {:.3}, \"total_s\": {:.3}, \
-         \"pairs\": {}, \"bookings_with_a_pair\": {matched_bookings}}}",
+         \"pairs\": {}, \"bookings_with_a_pair\": {matched_bookings}, \
+         \"load_average_start\": {load_start}, \"load_average_end\": {load_end}}}",
         threshold.numerator(),
         threshold.denominator(),
         build.as_secs_f64(),
