@@ -166,6 +166,65 @@ pub struct SyncJob {
     /// Seed 000 `crm:` block.
     #[serde(default)]
     pub crm: CrmSection,
+    /// The webhook receiver of `crm-sync serve`.
+    #[serde(default)]
+    pub webhooks: Option<WebhooksSection>,
+}
+
+/// `webhooks:`: what `crm-sync serve` listens on, the secrets each
+/// endpoint checks (an endpoint without its secret answers 404), and the
+/// table received changes go to (in the destination's database).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// The address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The URL the providers call, scheme and host (`https://hooks.example.com`):
+    /// HubSpot signs the full URL, which a proxy in front may change. The
+    /// request's `Host` header over `http` when absent.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// HubSpot app client secret, for `/webhooks/hubspot`.
+    #[serde(default)]
+    pub hubspot_client_secret: Option<SecretString>,
+    /// Pipedrive webhook basic-auth user, for `/webhooks/pipedrive`.
+    #[serde(default)]
+    pub pipedrive_user: Option<SecretString>,
+    /// Pipedrive webhook basic-auth password.
+    #[serde(default)]
+    pub pipedrive_password: Option<SecretString>,
+    /// Shared HMAC-SHA256 secret of `/webhooks/crm/customer`.
+    #[serde(default)]
+    pub customer_secret: Option<SecretString>,
+    /// Where received changes are written.
+    #[serde(default)]
+    pub destination: WebhookDestination,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+/// `webhooks.destination`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDestination {
+    /// The table (created when missing), in the database of `destination.url`.
+    #[serde(default = "default_webhook_table")]
+    pub table: String,
+}
+
+fn default_webhook_table() -> String {
+    "crm_webhook_records".to_owned()
+}
+
+impl Default for WebhookDestination {
+    fn default() -> Self {
+        WebhookDestination {
+            table: default_webhook_table(),
+        }
+    }
 }
 
 fn default_name() -> String {

@@ -8,6 +8,8 @@
 //!   the review queue), with an in-memory implementation.
 //! - [`report`]: the numbers of a run.
 //! - [`runner`]: runs a [`config::SyncJob`] end to end.
+//! - [`serve`]: the webhook receiver of `crm-sync serve` and the processor
+//!   of its durable queue.
 //! - [`config`]: [`config::SyncJob`] loaded from YAML in the seeds' shapes.
 //! - [`cli`]: the `crm-sync` command line.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ pub mod config;
 pub mod pipeline;
 pub mod report;
 pub mod runner;
+pub mod serve;
 pub mod state;
 
 pub use pipeline::{Mode, Pipeline};

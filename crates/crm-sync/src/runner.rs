@@ -98,7 +98,7 @@ fn setup(e: Error) -> RunError {
     RunError::Setup(e)
 }
 
-fn resolve_sqlite_path(url: &str, base: &Path) -> String {
+pub(crate) fn resolve_sqlite_path(url: &str, base: &Path) -> String {
     match url.strip_prefix("sqlite://") {
         Some(rest) if !rest.starts_with('/') && !rest.starts_with(':') => {
             format!("sqlite://{}", base.join(rest).display())
@@ -107,7 +107,7 @@ fn resolve_sqlite_path(url: &str, base: &Path) -> String {
     }
 }
 
-fn with_create_mode(url: String) -> String {
+pub(crate) fn with_create_mode(url: String) -> String {
     if url.starts_with("sqlite:") && !url.contains("mode=") {
         let sep = if url.contains('?') { '&' } else { '?' };
         format!("{url}{sep}mode=rwc")
@@ -170,7 +170,7 @@ async fn campaigns(job: &SyncJob) -> Result<Vec<Campaign>, RunError> {
     Ok(out)
 }
 
-fn state_key(job: &SyncJob) -> Result<CredentialKey, RunError> {
+pub(crate) fn state_key(job: &SyncJob) -> Result<CredentialKey, RunError> {
     match std::env::var(&job.state.key_env) {
         Ok(text) => CredentialKey::from_base64(&text).map_err(|e| setup(e.into())),
         // The pipeline stores no credentials; a key that lives as long as

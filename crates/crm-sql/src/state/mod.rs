@@ -35,6 +35,7 @@ mod crypto;
 mod keyed;
 pub mod lease;
 mod migrations;
+mod webhook_keyed;
 
 use std::fmt;
 
