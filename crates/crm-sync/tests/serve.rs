@@ -474,3 +474,38 @@ async fn a_write_processed_twice_changes_nothing_the_second_time() {
     sink.close().await;
     store.close().await;
 }
+
+#[test]
+fn the_webhooks_section_parses_and_refuses_unknown_keys() {
+    let base = "name: hooks\ndatabase:\n  url: sqlite://src.db\n  query: SELECT 1\n";
+    let job = crm_sync::config::SyncJob::from_yaml(
+        &format!(
+            "{base}webhooks:\n  listen: 127.0.0.1:9000\n  hubspot_client_secret: ${{HS_SECRET}}\n  \
+             pipedrive_user: hook\n  pipedrive_password: ${{PD_PASSWORD}}\n  customer_secret: ${{CUSTOMER}}\n  \
+             destination: {{ table: hooks }}\n"
+        ),
+        "job.yaml",
+    )
+    .unwrap();
+    let hooks = job.webhooks.as_ref().unwrap();
+    assert_eq!(hooks.listen, "127.0.0.1:9000");
+    assert_eq!(hooks.destination.table, "hooks");
+    // Secrets stay out of Debug output.
+    assert!(!format!("{job:?}").contains("HS_SECRET"));
+
+    let err = crm_sync::config::SyncJob::from_yaml(
+        &format!("{base}webhooks:\n  hubspot_secret: x\n"),
+        "job.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(err.path, "webhooks.hubspot_secret");
+    assert!(err.message.contains("hubspot_secret"), "{err}");
+
+    // A Pipedrive user without a password is refused when the receiver is built.
+    let half = crm_sync::config::SyncJob::from_yaml(
+        &format!("{base}webhooks:\n  pipedrive_user: hook\n"),
+        "job.yaml",
+    )
+    .unwrap();
+    assert!(crm_sync::serve::verifiers(half.webhooks.as_ref().unwrap()).is_err());
+}

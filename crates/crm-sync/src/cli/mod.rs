@@ -2,6 +2,7 @@
 
 pub mod matching;
 pub mod run;
+pub mod serve;
 pub mod sim;
 
 use std::fmt;
@@ -32,6 +33,8 @@ pub enum Command {
     Match(matching::MatchArgs),
     /// Serve a provider's simulator standalone (prints one JSON line when ready).
     Sim(sim::SimArgs),
+    /// Receive webhooks (HubSpot, Pipedrive, seed 001's customer endpoint) and process them.
+    Serve(serve::ServeArgs),
 }
 
 /// A failure, with the exit code it maps to.
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => block_on(run::demo(&args)),
         Command::Sim(args) => block_on(sim::run(&args)),
         Command::Check(args) => block_on(run::check(&args)),
+        Command::Serve(args) => block_on(serve::run(&args)),
     }
 }
 
