@@ -509,3 +509,32 @@ fn the_webhooks_section_parses_and_refuses_unknown_keys() {
     .unwrap();
     assert!(crm_sync::serve::verifiers(half.webhooks.as_ref().unwrap()).is_err());
 }
+
+#[tokio::test]
+async fn an_event_that_cannot_be_written_is_marked_failed_not_lost_silently() {
+    let dir = Dir::new("failed");
+    let store = open_store(&dir).await;
+    let srv = start(store.clone()).await;
+    let c = reqwest::Client::new();
+    let body = customer_body("customer.created", "c-3", "Cy");
+    let sig = customer::sign(CUSTOMER_SECRET, None, body.as_bytes());
+    assert_eq!(post_customer(&c, &srv, &body, Some(sig), None).await.0, 202);
+    // The destination table does not exist: the write is refused.
+    let sink = SqlConnector::connect_url(&dir.url()).await.unwrap();
+    let report = process_pending(&store, &sink, "no_such_table", 10)
+        .await
+        .unwrap();
+    assert_eq!(report.processed, 0);
+    // A missing table is not an error a retry fixes: the event is marked
+    // failed, with its error, and leaves the queue.
+    assert_eq!((report.failed, report.retried), (1, 0));
+    assert!(store.pending_webhooks(10).await.unwrap().is_empty());
+    // Processing again does nothing more.
+    let again = process_pending(&store, &sink, "no_such_table", 10)
+        .await
+        .unwrap();
+    assert_eq!((again.processed, again.failed, again.retried), (0, 0, 0));
+    srv.stop().await;
+    sink.close().await;
+    store.close().await;
+}
