@@ -8,6 +8,7 @@
 //!   the review queue), with an in-memory implementation.
 //! - [`report`]: the numbers of a run.
 //! - [`runner`]: runs a [`config::SyncJob`] end to end.
+//! - [`schedule`]: cron expressions, intervals and the job scheduler.
 //! - [`serve`]: the webhook receiver of `crm-sync serve` and the processor
 //!   of its durable queue.
 //! - [`config`]: [`config::SyncJob`] loaded from YAML in the seeds' shapes.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod pipeline;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod serve;
 pub mod state;
 
