@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use crm_sql::state::{CredentialKey, StateStore};
-use crm_sync::schedule::{ManualClock, Schedule, Scheduler, TokioClock};
+use crm_sync::schedule::{ManualClock, Schedule, Scheduler, TokioClock, jobs};
 use tokio::sync::Semaphore;
 
 fn midnight() -> DateTime<Utc> {
@@ -35,13 +35,13 @@ async fn seed_003_cadence_over_a_simulated_day() {
     let clock = Arc::new(TokioClock::starting_at(midnight()));
     let mut s = Scheduler::new(Arc::clone(&clock));
     let (delta, f) = counter();
-    s.add("delta-sync", Schedule::parse("every: 15m").unwrap(), f);
+    s.add("delta-sync", jobs::delta_sync_schedule(), f);
     let (health, f) = counter();
-    s.add("health-check", Schedule::parse("*/5 * * * *").unwrap(), f);
+    s.add("health-check", jobs::health_check_schedule(), f);
     let (retry, f) = counter();
     s.add("retry-failed", Schedule::parse("0 * * * *").unwrap(), f);
     let (cleanup, f) = counter();
-    s.add("log-cleanup", Schedule::parse("0 0 * * *").unwrap(), f);
+    s.add("log-cleanup", jobs::log_cleanup_schedule(), f);
     s.run_until(midnight() + chrono::Duration::days(1)).await;
     assert_eq!(delta.load(Ordering::SeqCst), 96);
     assert_eq!(health.load(Ordering::SeqCst), 288);
@@ -265,5 +265,72 @@ async fn an_expired_lease_is_retaken() {
     assert!(b.lease("conn").await.unwrap().is_none());
     a.close().await;
     b.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn log_cleanup_deletes_finished_runs_past_retention() {
+    use crm_sql::state::{RunStatus, SyncDirection, SyncType};
+    let (dir, url) = sqlite_url("cleanup");
+    let store = store(&url).await;
+    let conn = store.ensure_connection("hubspot", "prod").await.unwrap();
+    let done = store
+        .start_run(&conn, "contacts", SyncType::Delta, SyncDirection::FromCrm)
+        .await
+        .unwrap();
+    store
+        .finish_run(&done, RunStatus::Completed, &serde_json::json!([]))
+        .await
+        .unwrap();
+    let going = store
+        .start_run(&conn, "contacts", SyncType::Delta, SyncDirection::FromCrm)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    // 29 days on, both are kept.
+    let kept = jobs::log_cleanup(
+        &store,
+        now + chrono::Duration::days(29),
+        jobs::LOG_RETENTION,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept, 0);
+    assert!(store.run(&done).await.unwrap().is_some());
+    // 31 days on, the finished run goes and the running one stays.
+    let deleted = jobs::log_cleanup(
+        &store,
+        now + chrono::Duration::days(31),
+        jobs::LOG_RETENTION,
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.run(&done).await.unwrap().is_none());
+    assert!(store.run(&going).await.unwrap().is_some());
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn health_check_names_the_failing_part() {
+    let (dir, url) = sqlite_url("health");
+    let yaml = format!(
+        "name: x\nsheet:\n  spreadsheet_id: a\n  sheet_name: b\ncrm:\n  google_sheets:\n    credentials: /no/such/key.json\n  sync: {{ schedule: \"0 * * * *\" }}\ndestination:\n  url: \"{url}\"\n"
+    );
+    let job = crm_sync::config::SyncJob::from_yaml(&yaml, "job.yaml").unwrap();
+    assert_eq!(
+        jobs::job_schedule(&job).unwrap(),
+        Schedule::parse("0 * * * *").unwrap()
+    );
+    let err = jobs::health_check(&job, crm_sync::runner::Overrides::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source") && err.contains("/no/such/key.json"),
+        "{err}"
+    );
+    assert!(!err.contains("destination"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

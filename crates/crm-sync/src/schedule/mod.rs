@@ -8,6 +8,7 @@
 //!   only when told.
 //! - [`Scheduler`]: never runs two runs of one job at once, and after a
 //!   pause runs each late job once, not once per missed fire time.
+//! - [`jobs`]: seed 003's background jobs and their cadences.
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};
@@ -22,6 +23,7 @@
 
 mod clock;
 mod cron;
+pub mod jobs;
 mod scheduler;
 
 use std::fmt;
