@@ -334,3 +334,42 @@ async fn health_check_names_the_failing_part() {
     assert!(!err.contains("destination"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two schedulers sharing one PostgreSQL database (`CRM_TEST_POSTGRES_URL`,
+/// default the local server). Without a server the test is skipped, unless
+/// `CI` is set: then it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_prevents_double_runs_on_one_postgres_database() {
+    let admin = std::env::var("CRM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let conn = match crm_sql::SqlConnector::connect_url(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL test server unavailable (CI is set, so this fails): {e}"
+            );
+            return;
+        }
+    };
+    let name = format!("crm_sched_{}", std::process::id());
+    let _ = conn
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await;
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+    let host_end = base.rfind('/').unwrap();
+    let url = match query {
+        Some(q) => format!("{}/{name}?{q}", &base[..host_end]),
+        None => format!("{}/{name}", &base[..host_end]),
+    };
+    two_schedulers_share_a_lease(&url, "salesforce-prod").await;
+    let _ = conn
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    conn.close().await;
+}
