@@ -538,3 +538,47 @@ async fn an_event_that_cannot_be_written_is_marked_failed_not_lost_silently() {
     sink.close().await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn hubspot_behind_a_proxy_is_checked_against_the_public_url() {
+    let dir = Dir::new("proxy");
+    let store = open_store(&dir).await;
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr();
+    let receiver = Receiver::new(
+        store.clone(),
+        Verifiers::new().hubspot(SecretString::from(HUBSPOT_SECRET.to_owned())),
+    )
+    .public_url("https://hooks.example.com/");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(receiver, async move {
+        let _ = rx.await;
+    }));
+    let c = reqwest::Client::new();
+    let body = hubspot_body(3001, 90);
+    let ts = now_ms().to_string();
+    let post = |signed_url: &str| {
+        let sig = sign_v3(HUBSPOT_SECRET, "POST", signed_url, body.as_bytes(), &ts);
+        c.post(format!("http://{addr}/webhooks/hubspot"))
+            .header("x-hubspot-signature-v3", sig)
+            .header("x-hubspot-request-timestamp", ts.clone())
+            .body(body.clone())
+            .send()
+    };
+    // Signed for the address the proxy received, not the one behind it.
+    let local = format!("http://{addr}/webhooks/hubspot");
+    assert_eq!(post(&local).await.unwrap().status().as_u16(), 401);
+    let public = "https://hooks.example.com/webhooks/hubspot";
+    assert_eq!(post(public).await.unwrap().status().as_u16(), 202);
+    // The customer endpoint is not configured here.
+    let resp = c
+        .post(format!("http://{addr}/webhooks/crm/customer"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    store.close().await;
+}
