@@ -229,6 +229,20 @@ fn run_exit_codes_say_who_must_act() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("could not start"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
+
+    // A run that starts and cannot finish (the source query fails): 1.
+    let failing = d.join("failing.yaml");
+    std::fs::write(
+        &failing,
+        format!(
+            "name: x\ndatabase:\n  url: \"sqlite://{}?mode=rwc\"\n  query: \"SELECT * FROM no_such_table WHERE updated_at >= :last_sync\"\n  primary_key: [booking_id]\ndestination:\n  url: \"sqlite://store.db\"\n",
+            d.join("source.db").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = crm_sync(&["run", failing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stopped before the end"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
 
