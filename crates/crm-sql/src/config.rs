@@ -470,42 +470,15 @@ impl SqlConfig {
     }
 }
 
-/// Replaces `${NAME}` and `${NAME:-default}` with environment values.
+/// Replaces `${NAME}` and `${NAME:-default}` with environment values
+/// (crm-core's interpolation, reported as this crate's config error).
 fn interpolate(
     field: &str,
     text: &str,
     lookup: &impl Fn(&str) -> Option<String>,
 ) -> Result<String, SqlError> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| {
-            SqlError::ConfigInvalid(format!("`{field}` has an unterminated `${{`"))
-        })?;
-        let spec = &after[..end];
-        let (name, default) = match spec.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (spec, None),
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(SqlError::ConfigInvalid(format!(
-                "`{field}` has an invalid variable reference `${{{name}}}`"
-            )));
-        }
-        match lookup(name).or_else(|| default.map(str::to_owned)) {
-            Some(v) => out.push_str(&v),
-            None => {
-                return Err(SqlError::ConfigInvalid(format!(
-                    "`{field}` refers to the environment variable {name}, which is not set"
-                )));
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    crm_core::env::interpolate(field, text, lookup)
+        .map_err(|e| SqlError::ConfigInvalid(e.message().to_owned()))
 }
 
 /// Builds a [`SqlConfig`] in code.
