@@ -116,29 +116,71 @@ pub(crate) fn with_create_mode(url: String) -> String {
     }
 }
 
-fn credentials(job: &SyncJob, base: &Path) -> Result<GoogleCredentials, RunError> {
+fn credentials(job: &SyncJob, base: &Path) -> Result<GoogleCredentials, Error> {
     let configured = job
         .crm
         .google_sheets
         .as_ref()
         .and_then(|g| g.credentials.as_ref())
         .ok_or_else(|| {
-            setup(Error::invalid_input(
+            Error::invalid_input(
                 "the sheet source needs Google credentials: set `crm.google_sheets.credentials` \
                  to a service-account key file, an authorized-user file, or \"${GOOGLE_CREDENTIALS}\"",
-            ))
+            )
         })?;
     let text = interpolate(
         "crm.google_sheets.credentials",
         configured.expose_secret(),
         from_process,
-    )
-    .map_err(setup)?;
+    )?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        GoogleCredentials::from_json(trimmed).map_err(setup)
+        GoogleCredentials::from_json(trimmed)
     } else {
-        GoogleCredentials::from_file(base.join(trimmed)).map_err(setup)
+        GoogleCredentials::from_file(base.join(trimmed))
+    }
+}
+
+/// Opens the job's source, with the overrides (a simulator's URL and
+/// credentials) applied; the pool settings of seed 000's `pool:` and
+/// `crm.database` apply to a database source.
+async fn open_source(
+    job: &SyncJob,
+    sheet_base_url: Option<&str>,
+    google_credentials: Option<GoogleCredentials>,
+    base: &Path,
+) -> Result<Box<dyn Source>, Error> {
+    match (&job.sheet, &job.database) {
+        (Some(sheet), _) => {
+            let mut cfg = sheet.clone();
+            if let Some(url) = sheet_base_url {
+                cfg.base_url = Some(url.to_owned());
+            }
+            let creds = match google_credentials {
+                Some(c) => c,
+                None => credentials(job, base)?,
+            };
+            let connector = SheetsConnector::with_options(cfg, &creds, ClientOptions::default())?;
+            Ok(Box::new(connector))
+        }
+        (None, Some(db)) => {
+            let mut cfg: SqlConfig = db.clone();
+            if let Some(pool) = &job.pool {
+                cfg.pool = pool.clone();
+            }
+            if let Some(settings) = &job.crm.database {
+                if let Some(n) = settings.pool_size {
+                    cfg.pool.max_connections = n;
+                }
+                if settings.statement_timeout.is_some() {
+                    cfg.statement_timeout = settings.statement_timeout;
+                }
+            }
+            Ok(Box::new(SqlConnector::connect(&cfg).await?))
+        }
+        (None, None) => Err(Error::invalid_input(
+            "the job has no source: add a `sheet:` or a `database:` block",
+        )),
     }
 }
 
@@ -191,7 +233,7 @@ pub(crate) fn state_key(job: &SyncJob) -> Result<CredentialKey, RunError> {
 pub async fn run_job(
     job: &SyncJob,
     mode: Mode,
-    overrides: Overrides,
+    mut overrides: Overrides,
     observer: Option<&dyn Observer>,
 ) -> Result<RunReport, RunError> {
     let base = overrides
@@ -200,51 +242,15 @@ pub async fn run_job(
         .unwrap_or_else(|| PathBuf::from("."));
 
     // Source.
-    let (sheet, database): (Option<SheetsConnector>, Option<SqlConnector>) =
-        match (&job.sheet, &job.database) {
-            (Some(sheet), _) => {
-                let mut cfg = sheet.clone();
-                if let Some(url) = &overrides.sheet_base_url {
-                    cfg.base_url = Some(url.clone());
-                }
-                let creds = match overrides.google_credentials {
-                    Some(c) => c,
-                    None => credentials(job, &base)?,
-                };
-                let connector =
-                    SheetsConnector::with_options(cfg, &creds, ClientOptions::default())
-                        .map_err(setup)?;
-                (Some(connector), None)
-            }
-            (None, Some(db)) => {
-                let mut cfg: SqlConfig = db.clone();
-                if let Some(pool) = &job.pool {
-                    cfg.pool = pool.clone();
-                }
-                if let Some(settings) = &job.crm.database {
-                    if let Some(n) = settings.pool_size {
-                        cfg.pool.max_connections = n;
-                    }
-                    if settings.statement_timeout.is_some() {
-                        cfg.statement_timeout = settings.statement_timeout;
-                    }
-                }
-                let connector = SqlConnector::connect(&cfg).await.map_err(setup)?;
-                (None, Some(connector))
-            }
-            (None, None) => {
-                return Err(setup(Error::invalid_input(
-                    "the job has no source: add a `sheet:` or a `database:` block",
-                )));
-            }
-        };
-    let source: &dyn Source = match (&sheet, &database) {
-        (Some(s), _) => s,
-        (None, Some(d)) => d,
-        (None, None) => {
-            return Err(setup(Error::invalid_input("the job has no source")));
-        }
-    };
+    let source = open_source(
+        job,
+        overrides.sheet_base_url.as_deref(),
+        overrides.google_credentials.take(),
+        &base,
+    )
+    .await
+    .map_err(setup)?;
+    let source: &dyn Source = source.as_ref();
 
     // Destination and state.
     let dest_url = match &overrides.destination_url {
@@ -348,39 +354,23 @@ pub struct CheckLine {
 /// Tests a job's connections and the source's schema without syncing.
 ///
 /// Every part is tried, so one report lists every problem.
-pub async fn check_job(job: &SyncJob, overrides: Overrides) -> Vec<CheckLine> {
+pub async fn check_job(job: &SyncJob, mut overrides: Overrides) -> Vec<CheckLine> {
     let base = overrides
         .base_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("."));
     let mut lines = Vec::new();
-    let source: Option<Box<dyn Source>> = match (&job.sheet, &job.database) {
-        (Some(sheet), _) => {
-            let mut cfg = sheet.clone();
-            if let Some(url) = &overrides.sheet_base_url {
-                cfg.base_url = Some(url.clone());
-            }
-            let creds = match overrides.google_credentials {
-                Some(c) => Ok(c),
-                None => credentials(job, &base).map_err(|e| match e {
-                    RunError::Setup(e) | RunError::Run(e) => e,
-                }),
-            };
-            match creds
-                .and_then(|c| SheetsConnector::with_options(cfg, &c, ClientOptions::default()))
-            {
-                Ok(c) => Some(Box::new(c)),
-                Err(e) => {
-                    lines.push(CheckLine {
-                        part: "source",
-                        outcome: Err(e),
-                    });
-                    None
-                }
-            }
-        }
-        (None, Some(db)) => match SqlConnector::connect(db).await {
-            Ok(c) => Some(Box::new(c)),
+    let source = match (&job.sheet, &job.database) {
+        (None, None) => None,
+        _ => match open_source(
+            job,
+            overrides.sheet_base_url.as_deref(),
+            overrides.google_credentials.take(),
+            &base,
+        )
+        .await
+        {
+            Ok(source) => Some(source),
             Err(e) => {
                 lines.push(CheckLine {
                     part: "source",
@@ -389,7 +379,6 @@ pub async fn check_job(job: &SyncJob, overrides: Overrides) -> Vec<CheckLine> {
                 None
             }
         },
-        (None, None) => None,
     };
     if let Some(source) = &source {
         let ok = source
