@@ -288,6 +288,23 @@ impl ConflictConfig {
     }
 }
 
+/// Whether two values count as the same for conflict detection: blank text
+/// and null are alike, and numbers compare by value (`1.5` = `1.50` =
+/// `"1.5"`, so a CRM answering numbers as strings agrees with a database
+/// answering decimals).
+///
+/// ```
+/// use crm_core::conflict::values_agree;
+/// use crm_core::Value;
+///
+/// assert!(values_agree(&Value::Text(String::new()), &Value::Null));
+/// assert!(values_agree(&Value::Text("1.5".into()), &Value::Decimal("1.50".parse().unwrap())));
+/// assert!(!values_agree(&Value::Text("a".into()), &Value::Text("b".into())));
+/// ```
+pub fn values_agree(a: &Value, b: &Value) -> bool {
+    same(a, b)
+}
+
 /// Equality that treats blank text and null alike and compares numbers by
 /// value (`1.5` = `1.50` = `"1.5"`).
 fn same(a: &Value, b: &Value) -> bool {

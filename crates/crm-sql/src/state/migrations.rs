@@ -173,6 +173,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             acquired_at {ts} NOT NULL
         )"],
     },
+    Migration {
+        version: 4,
+        name: "record snapshots for bidirectional sync",
+        statements: &[
+            "ALTER TABLE crm_record_sync_state ADD COLUMN snapshot {text}",
+            "CREATE INDEX {ine} crm_record_sync_state_remote_obj_idx ON crm_record_sync_state (connection_id, object, remote_id)",
+        ],
+    },
 ];
 
 /// Fills the type tokens for `dialect`.

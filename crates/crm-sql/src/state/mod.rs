@@ -6,7 +6,7 @@
 //! | `crm_connections` | provider, name, status, AES-256-GCM-encrypted credentials, settings, last sync, last error |
 //! | `crm_sync_runs` | one row per run: type, direction, status, counts, errors, start and end |
 //! | `crm_field_mappings` | local field <-> remote field, direction, transform |
-//! | `crm_record_sync_state` | per record: local id <-> remote id, timestamps on both sides, conflict flag and details |
+//! | `crm_record_sync_state` | per record: local id <-> remote id, timestamps on both sides, conflict flag and details, the values both sides had at the last sync (sealed) |
 //! | `crm_checkpoints` | the source cursor per connection and object |
 //! | `crm_webhook_events` | received webhook events, queued until processed |
 //! | `crm_audit_log` | who did what when, with old and new values |
@@ -400,6 +400,23 @@ pub struct RecordSyncState {
     pub conflict: bool,
     /// What conflicts (fields, values, decision).
     pub conflict_details: Option<serde_json::Value>,
+    /// The values both sides had at the last sync, for three-way merges and
+    /// echo suppression. Customer data: sealed with the store's key at rest.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Record values kept in the sync state (see [`RecordSyncState::snapshot`]).
+///
+/// Customer data: the store seals it with its [`CredentialKey`] before
+/// writing, and `Debug` shows only its size.
+#[derive(Clone, PartialEq)]
+pub struct Snapshot(pub serde_json::Value);
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.as_object().map_or(0, serde_json::Map::len);
+        write!(f, "Snapshot({n} keys)")
+    }
 }
 
 impl RecordSyncState {
@@ -420,6 +437,7 @@ impl RecordSyncState {
             remote_updated_at: None,
             conflict: false,
             conflict_details: None,
+            snapshot: None,
         }
     }
 
@@ -450,6 +468,13 @@ impl RecordSyncState {
     pub fn conflict(mut self, details: serde_json::Value) -> Self {
         self.conflict = true;
         self.conflict_details = Some(details);
+        self
+    }
+
+    /// Sets the snapshot of both sides' values.
+    #[must_use]
+    pub fn snapshot(mut self, values: serde_json::Value) -> Self {
+        self.snapshot = Some(Snapshot(values));
         self
     }
 }
@@ -708,6 +733,21 @@ fn json_opt(v: &Option<serde_json::Value>) -> Arg {
         .map_or(Arg::Null(crm_core::ValueType::Text), Arg::json_text)
 }
 
+fn review_from(r: &Row) -> std::result::Result<ReviewItem, SqlError> {
+    Ok(ReviewItem {
+        id: ReviewId(r.text("id")?),
+        connection_id: r.opt_text("connection_id").map(ConnectionId),
+        object: r.text("object")?,
+        record_id: r.text("record_id")?,
+        reason: ReviewReason::parse(&r.text("reason")?)?,
+        details: json_col(r, "details").unwrap_or(serde_json::Value::Null),
+        status: ReviewStatus::parse(&r.text("status")?)?,
+        resolution: json_col(r, "resolution"),
+        created_at: r.time("created_at")?,
+        resolved_at: r.opt_time("resolved_at"),
+    })
+}
+
 fn json_col(r: &Row, col: &str) -> Option<serde_json::Value> {
     r.opt_text(col).and_then(|s| serde_json::from_str(&s).ok())
 }
@@ -759,9 +799,13 @@ impl Ops<'_, '_> {
         .map(drop)
     }
 
-    async fn upsert_record_state(&mut self, s: &RecordSyncState) -> Result<()> {
+    async fn upsert_record_state(
+        &mut self,
+        s: &RecordSyncState,
+        sealed_snapshot: Option<String>,
+    ) -> Result<()> {
         let cols = "connection_id, object, local_id, remote_id, remote_type, last_synced_at, \
-                    local_updated_at, remote_updated_at, conflict, conflict_details";
+                    local_updated_at, remote_updated_at, conflict, conflict_details, snapshot";
         let updates = [
             "remote_id",
             "remote_type",
@@ -770,10 +814,11 @@ impl Ops<'_, '_> {
             "remote_updated_at",
             "conflict",
             "conflict_details",
+            "snapshot",
         ];
         let sql = match self.dialect {
             DatabaseKind::MySql => format!(
-                "INSERT INTO crm_record_sync_state ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO crm_record_sync_state ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE {}",
                 updates
                     .iter()
@@ -782,7 +827,7 @@ impl Ops<'_, '_> {
                     .join(", ")
             ),
             _ => format!(
-                "INSERT INTO crm_record_sync_state ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO crm_record_sync_state ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (connection_id, object, local_id) DO UPDATE SET {}",
                 updates
                     .iter()
@@ -805,6 +850,7 @@ impl Ops<'_, '_> {
                 Arg::opt_time(s.remote_updated_at),
                 Arg::bool(s.conflict),
                 json_opt(&s.conflict_details),
+                sealed_snapshot.map_or(Arg::Null(crm_core::ValueType::Text), Arg::text),
             ],
         )
         .await
@@ -1393,14 +1439,43 @@ impl StateStore {
     /// # Errors
     /// Database errors.
     pub async fn upsert_record_state(&self, state: &RecordSyncState) -> Result<()> {
-        self.ops().upsert_record_state(state).await
+        let sealed = self.seal_snapshot(state)?;
+        self.ops().upsert_record_state(state, sealed).await
     }
 
-    fn record_state_from(r: &Row) -> std::result::Result<RecordSyncState, SqlError> {
+    /// The AEAD context binding a snapshot to its row, so a sealed value
+    /// copied onto another record does not open.
+    fn snapshot_context(conn: &str, object: &str, local_id: &str) -> String {
+        format!("snapshot\u{1f}{conn}\u{1f}{object}\u{1f}{local_id}")
+    }
+
+    fn seal_snapshot(&self, s: &RecordSyncState) -> Result<Option<String>> {
+        let Some(snap) = &s.snapshot else {
+            return Ok(None);
+        };
+        let ctx = Self::snapshot_context(s.connection_id.as_str(), &s.object, &s.local_id);
+        Ok(Some(self.key.seal(&snap.0.to_string(), &ctx)?))
+    }
+
+    fn record_state_from(&self, r: &Row) -> std::result::Result<RecordSyncState, SqlError> {
+        let connection_id = r.text("connection_id")?;
+        let object = r.text("object")?;
+        let local_id = r.text("local_id")?;
+        let snapshot = match r.opt_text("snapshot") {
+            None => None,
+            Some(blob) => {
+                let ctx = Self::snapshot_context(&connection_id, &object, &local_id);
+                let plain = self.key.open(&blob, &ctx)?;
+                let value = serde_json::from_str(plain.expose_secret())
+                    .map_err(|_| SqlError::Crypto("a stored record snapshot is not JSON".into()))?;
+                Some(Snapshot(value))
+            }
+        };
         Ok(RecordSyncState {
-            connection_id: ConnectionId(r.text("connection_id")?),
-            object: r.text("object")?,
-            local_id: r.text("local_id")?,
+            snapshot,
+            connection_id: ConnectionId(connection_id),
+            object,
+            local_id,
             remote_id: r.opt_text("remote_id"),
             remote_type: r.opt_text("remote_type"),
             last_synced_at: r.opt_time("last_synced_at"),
@@ -1430,7 +1505,7 @@ impl StateStore {
             )
             .await?;
         rows.first()
-            .map(Self::record_state_from)
+            .map(|r| self.record_state_from(r))
             .transpose()
             .map_err(Error::from)
     }
@@ -1453,9 +1528,55 @@ impl StateStore {
             )
             .await?;
         rows.first()
-            .map(Self::record_state_from)
+            .map(|r| self.record_state_from(r))
             .transpose()
             .map_err(Error::from)
+    }
+
+    /// A record's sync state by the provider's id, within one object (ids
+    /// of different objects may collide).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn record_state_by_remote_in(
+        &self,
+        conn: &ConnectionId,
+        object: &str,
+        remote_id: &str,
+    ) -> Result<Option<RecordSyncState>> {
+        let rows = self
+            .ops()
+            .fetch(
+                "state.record_state_by_remote_in",
+                "SELECT * FROM crm_record_sync_state WHERE connection_id = ? AND object = ? AND remote_id = ?",
+                &[Arg::text(conn.as_str()), Arg::text(object), Arg::text(remote_id)],
+            )
+            .await?;
+        rows.first()
+            .map(|r| self.record_state_from(r))
+            .transpose()
+            .map_err(Error::from)
+    }
+
+    /// Removes a record's sync state (the record is gone on both sides).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn delete_record_state(
+        &self,
+        conn: &ConnectionId,
+        object: &str,
+        local_id: &str,
+    ) -> Result<bool> {
+        let n = self
+            .ops()
+            .exec(
+                "state.delete_record_state",
+                "DELETE FROM crm_record_sync_state WHERE connection_id = ? AND object = ? AND local_id = ?",
+                &[Arg::text(conn.as_str()), Arg::text(object), Arg::text(local_id)],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// Records of a connection flagged as conflicting.
@@ -1474,7 +1595,7 @@ impl StateStore {
                 &[Arg::text(conn.as_str()), Arg::bool(true)],
             )
             .await?;
-        decode(rows.iter().map(Self::record_state_from).collect())
+        decode(rows.iter().map(|r| self.record_state_from(r)).collect())
     }
 
     // ----- checkpoints -----
@@ -1709,24 +1830,26 @@ impl StateStore {
                 &[Arg::text(ReviewStatus::Open.as_str())],
             )
             .await?;
-        decode(
-            rows.iter()
-                .map(|r| {
-                    Ok(ReviewItem {
-                        id: ReviewId(r.text("id")?),
-                        connection_id: r.opt_text("connection_id").map(ConnectionId),
-                        object: r.text("object")?,
-                        record_id: r.text("record_id")?,
-                        reason: ReviewReason::parse(&r.text("reason")?)?,
-                        details: json_col(r, "details").unwrap_or(serde_json::Value::Null),
-                        status: ReviewStatus::parse(&r.text("status")?)?,
-                        resolution: json_col(r, "resolution"),
-                        created_at: r.time("created_at")?,
-                        resolved_at: r.opt_time("resolved_at"),
-                    })
-                })
-                .collect(),
-        )
+        decode(rows.iter().map(review_from).collect())
+    }
+
+    /// One review item by id, whatever its status.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn review(&self, id: &ReviewId) -> Result<Option<ReviewItem>> {
+        let rows = self
+            .ops()
+            .fetch(
+                "state.review",
+                "SELECT * FROM crm_review_queue WHERE id = ?",
+                &[Arg::text(id.as_str())],
+            )
+            .await?;
+        rows.first()
+            .map(review_from)
+            .transpose()
+            .map_err(Error::from)
     }
 
     /// Closes a review item with a decision. Returns false if it was not open.
@@ -1907,7 +2030,8 @@ impl StateTx<'_> {
     /// # Errors
     /// Database errors.
     pub async fn upsert_record_state(&mut self, state: &RecordSyncState) -> Result<()> {
-        self.ops().upsert_record_state(state).await
+        let sealed = self.store.seal_snapshot(state)?;
+        self.ops().upsert_record_state(state, sealed).await
     }
 
     /// Stages a dead letter.

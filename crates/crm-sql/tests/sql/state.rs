@@ -48,7 +48,7 @@ pub(crate) async fn migrations_are_idempotent(db: TestDb) {
         .flat_map(|p| p.changes.iter())
         .filter_map(|c| c.id().map(|i| i.to_string()))
         .collect();
-    assert_eq!(versions, ["1", "2", "3"]);
+    assert_eq!(versions, ["1", "2", "3", "4"]);
     ledger.close().await;
     store.close().await;
     again.close().await;
@@ -235,6 +235,74 @@ pub(crate) async fn every_table_has_a_working_api(db: TestDb) {
     );
     let got = conflicts[0].last_synced_at.unwrap();
     assert!((got - t0).num_milliseconds().abs() < 1, "{got} vs {t0}");
+    // A snapshot is sealed at rest, opens with the key and is found by the
+    // remote id within its object only.
+    let values = serde_json::json!({"platform": {"email": "jane@example.com"}, "crm": {}});
+    store
+        .upsert_record_state(
+            &RecordSyncState::new(conn.clone(), "contacts", "c-2")
+                .remote("202", None)
+                .times(Some(t0), None, None)
+                .snapshot(values.clone()),
+        )
+        .await
+        .unwrap();
+    let got = store
+        .record_state_by_remote_in(&conn, "contacts", "202")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.snapshot.as_ref().map(|s| &s.0), Some(&values));
+    assert!(!format!("{got:?}").contains("jane@"));
+    assert!(
+        store
+            .record_state_by_remote_in(&conn, "companies", "202")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let raw = SqlConnector::connect(
+        &db.config()
+            .cursor_column("last_synced_at")
+            .primary_key(["connection_id", "object", "local_id"])
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let pages: Vec<_> = raw
+        .read(ReadRequest::full("crm_record_sync_state"))
+        .try_collect()
+        .await
+        .unwrap();
+    let stored = pages
+        .iter()
+        .flat_map(|p| p.changes.iter())
+        .find_map(|c| match c {
+            crm_core::Change::Upsert(r) if r.text("local_id") == Some("c-2") => {
+                r.text("snapshot").map(str::to_owned)
+            }
+            _ => None,
+        })
+        .expect("the c-2 row with its snapshot");
+    assert!(
+        !stored.contains("jane"),
+        "snapshot stored in clear: {stored}"
+    );
+    raw.close().await;
+    assert!(
+        store
+            .delete_record_state(&conn, "contacts", "c-2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_state(&conn, "contacts", "c-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Webhooks queue.
     let ev = store
         .enqueue_webhook(
