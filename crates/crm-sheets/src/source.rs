@@ -11,9 +11,12 @@
 //!    `dateTimeRenderOption=SERIAL_NUMBER`; the first also fetches the header
 //!    row, which is checked (see [`crate::schema`]) before any row is used.
 //! 3. Rows become records ([`crate::rows`]); blank rows are skipped, reading
-//!    goes on to the end of the grid. The last page is the one that comes
-//!    back short (Google leaves out empty trailing rows) or reaches the
-//!    grid's last row.
+//!    goes on to the end of the grid. The last page is the one that reaches
+//!    the grid's last row (`gridProperties.rowCount` from step 1). A page
+//!    that comes back short is no sign of the end: Google leaves out empty
+//!    trailing rows of a range, so a blank row at the bottom of a page (or a
+//!    whole blank page) may have rows below it. Only for a sheet whose grid
+//!    size is unknown does an entirely empty page end the read.
 //! 4. With a cursor, only new and changed rows are emitted, and the last page
 //!    carries the deletes ([`crate::incremental`]).
 //!
@@ -318,7 +321,6 @@ impl ReadState {
             // No header row configured: the mapping must name the columns.
             self.start_layout(&mut r, &[], &cfg)?;
         }
-        let asked = self.page_size as usize;
         let got = rows.len();
         let mut changes = Vec::new();
         for (i, cells) in rows.iter().enumerate() {
@@ -339,8 +341,15 @@ impl ReadState {
             changes.push(change);
         }
         r.next_row = last.saturating_add(1);
-        let at_end =
-            beyond_grid || got < asked || (r.sheet.row_count > 0 && r.next_row > r.sheet.row_count);
+        // The end is the grid's last row. A short page is not: Google omits
+        // empty trailing rows, so a page whose last rows are blank comes back
+        // short with data still below it. Only when the grid size is unknown
+        // does an entirely empty page stand for the end.
+        let at_end = if r.sheet.row_count > 0 {
+            beyond_grid || r.next_row > r.sheet.row_count
+        } else {
+            got == 0 || last == u32::MAX
+        };
         if at_end {
             let Reading {
                 sheet,

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use common::*;
 use crm_core::{Connector, Record, Sink, Value, WriteBatch};
 use crm_sheets::cell::Cell;
-use crm_sheets::wire::{BatchUpdateValuesRequest, Dimension, ValueInputOption, ValueRange};
+use crm_sheets::wire::{
+    AppendValuesResponse, BatchGetValuesResponse, BatchUpdateValuesRequest,
+    BatchUpdateValuesResponse, Dimension, GridProperties, Sheet, SheetProperties, Spreadsheet,
+    SpreadsheetProperties, UpdateValuesResponse, ValueInputOption, ValueRange,
+};
 use serde_json::Value as Json;
 
 fn discovery() -> Json {
@@ -54,19 +58,6 @@ fn path_matches(template: &str, path: &str) -> bool {
         })
 }
 
-fn schema_props(d: &Json, name: &str) -> BTreeSet<String> {
-    d["schemas"][name]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect()
-}
-
-fn keys(v: &Json) -> BTreeSet<String> {
-    v.as_object().unwrap().keys().cloned().collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_requests_match_the_discovery_document() {
     let d = discovery();
@@ -85,6 +76,12 @@ async fn client_requests_match_the_discovery_document() {
             .with("actual_spend", Value::Int(6)),
     ];
     conn.write("bookings", WriteBatch::upsert("booking_id", records))
+        .await
+        .unwrap();
+    // values.update (PUT), which the client offers but the connector's
+    // write-back does not use.
+    conn.client()
+        .update_values("'Bookings'!J2", &value_range_one())
         .await
         .unwrap();
 
@@ -138,67 +135,172 @@ async fn client_requests_match_the_discovery_document() {
         "spreadsheets.values.get",
         "spreadsheets.values.batchUpdate",
         "spreadsheets.values.append",
+        "spreadsheets.values.update",
     ] {
         assert!(used.contains(m), "{m} was not exercised: {used:?}");
     }
 
-    // Request bodies use the schemas' field names.
-    let vr = ValueRange {
-        range: Some("'Bookings'!J2".into()),
-        major_dimension: Some(Dimension::Rows),
-        values: vec![vec![Cell::Number("1.5".into())]],
-    };
+    // Request bodies use the schemas' field names (values.update's body is
+    // a ValueRange, batchUpdate's a BatchUpdateValuesRequest).
+    let vr = value_range();
     let body = BatchUpdateValuesRequest {
         value_input_option: ValueInputOption::Raw,
         data: vec![vr.clone()],
         include_values_in_response: Some(false),
     };
+    check_fields(&d, "ValueRange", &serde_json::to_value(&vr).unwrap(), "");
     let json = serde_json::to_value(&body).unwrap();
-    assert!(keys(&json).is_subset(&schema_props(&d, "BatchUpdateValuesRequest")));
-    assert!(keys(&json["data"][0]).is_subset(&schema_props(&d, "ValueRange")));
-    let enums = d["schemas"]["BatchUpdateValuesRequest"]["properties"]["valueInputOption"]["enum"]
-        .as_array()
-        .unwrap()
-        .clone();
-    assert!(enums.contains(&json["valueInputOption"]));
-    // Response types read the schemas' field names.
-    for (schema, sample) in [
+    check_fields(&d, "BatchUpdateValuesRequest", &json, "");
+    assert_eq!(json["valueInputOption"], "RAW");
+    assert_eq!(json["data"][0]["majorDimension"], "ROWS");
+}
+
+/// One cell, J2.
+fn value_range_one() -> ValueRange {
+    ValueRange {
+        range: Some("'Bookings'!J2".into()),
+        major_dimension: Some(Dimension::Rows),
+        values: vec![vec![Cell::Number("1.5".into())]],
+    }
+}
+
+/// A value range with every field set.
+fn value_range() -> ValueRange {
+    ValueRange {
+        range: Some("'Bookings'!J2:K2".into()),
+        major_dimension: Some(Dimension::Rows),
+        values: vec![vec![Cell::Number("1.5".into()), Cell::Text("x".into())]],
+    }
+}
+
+/// An update response with every field set.
+fn update_response() -> UpdateValuesResponse {
+    UpdateValuesResponse {
+        spreadsheet_id: "s".into(),
+        updated_range: Some("Bookings!J2:K2".into()),
+        updated_rows: Some(1),
+        updated_columns: Some(2),
+        updated_cells: Some(2),
+        updated_data: Some(value_range()),
+    }
+}
+
+/// Checks every field of `v`, and of the objects in it, against
+/// `schemas.{schema}`: the name is a property, an enum value is one of the
+/// property's, and nested objects (`$ref`, arrays of `$ref`) are checked
+/// against their own schemas.
+fn check_fields(d: &Json, schema: &str, v: &Json, at: &str) {
+    let props = &d["schemas"][schema]["properties"];
+    assert!(props.is_object(), "no schema {schema} in the document");
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{at}: {schema} is not an object: {v}"));
+    assert!(
+        !obj.is_empty(),
+        "{at}: empty {schema} sample checks nothing"
+    );
+    for (k, val) in obj {
+        let path = format!("{at}.{k}");
+        let p = &props[k];
+        assert!(
+            p.is_object(),
+            "{path}: field {k:?} is not in the discovery document's {schema}"
+        );
+        assert!(!val.is_null(), "{path}: sample field is null");
+        if let Some(e) = p["enum"].as_array() {
+            assert!(e.contains(val), "{path}: {val} is not one of {e:?}");
+        }
+        if let Some(r) = p["$ref"].as_str() {
+            check_fields(d, r, val, &path);
+        }
+        if let Some(r) = p["items"]["$ref"].as_str() {
+            let items = val.as_array().unwrap_or_else(|| panic!("{path}: no array"));
+            assert!(!items.is_empty(), "{path}: empty array checks nothing");
+            for (i, item) in items.iter().enumerate() {
+                check_fields(d, r, item, &format!("{path}[{i}]"));
+            }
+        }
+    }
+}
+
+/// Response types read the schemas' field names. The samples are struct
+/// literals with every field set (no `..Default::default()`), so an
+/// optional field is never skipped unchecked and a new field does not
+/// compile until it is added here.
+#[test]
+fn wire_types_use_the_discovery_documents_field_names() {
+    let d = discovery();
+    let grid = GridProperties {
+        row_count: 1001,
+        column_count: 13,
+        frozen_row_count: Some(1),
+    };
+    let sheet_props = SheetProperties {
+        sheet_id: 7,
+        title: "Bookings".into(),
+        index: 0,
+        sheet_type: Some("GRID".into()),
+        hidden: Some(false),
+        grid_properties: Some(grid.clone()),
+    };
+    let spreadsheet = Spreadsheet {
+        spreadsheet_id: "s".into(),
+        properties: Some(SpreadsheetProperties {
+            title: "T".into(),
+            locale: Some("en_US".into()),
+            time_zone: Some("Etc/GMT".into()),
+        }),
+        sheets: vec![Sheet {
+            properties: sheet_props.clone(),
+        }],
+    };
+    let samples = [
         (
             "BatchGetValuesResponse",
-            serde_json::to_value(crm_sheets::wire::BatchGetValuesResponse::default()).unwrap(),
+            serde_json::to_value(BatchGetValuesResponse {
+                spreadsheet_id: "s".into(),
+                value_ranges: vec![value_range()],
+            }),
         ),
         (
             "BatchUpdateValuesResponse",
-            serde_json::to_value(crm_sheets::wire::BatchUpdateValuesResponse::default()).unwrap(),
+            serde_json::to_value(BatchUpdateValuesResponse {
+                spreadsheet_id: "s".into(),
+                total_updated_rows: Some(1),
+                total_updated_columns: Some(2),
+                total_updated_cells: Some(2),
+                total_updated_sheets: Some(1),
+                responses: vec![update_response()],
+            }),
         ),
         (
             "AppendValuesResponse",
-            serde_json::to_value(crm_sheets::wire::AppendValuesResponse::default()).unwrap(),
+            serde_json::to_value(AppendValuesResponse {
+                spreadsheet_id: "s".into(),
+                table_range: Some("Bookings!A1:M10".into()),
+                updates: Some(update_response()),
+            }),
         ),
         (
             "UpdateValuesResponse",
-            serde_json::to_value(crm_sheets::wire::UpdateValuesResponse::default()).unwrap(),
+            serde_json::to_value(update_response()),
         ),
-        (
-            "Spreadsheet",
-            serde_json::to_value(crm_sheets::wire::Spreadsheet::default()).unwrap(),
-        ),
-        (
-            "SheetProperties",
-            serde_json::to_value(crm_sheets::wire::SheetProperties::default()).unwrap(),
-        ),
-        (
-            "GridProperties",
-            serde_json::to_value(crm_sheets::wire::GridProperties::default()).unwrap(),
-        ),
-    ] {
-        let extra: Vec<_> = keys(&sample)
-            .difference(&schema_props(&d, schema))
-            .cloned()
-            .collect();
-        assert!(
-            extra.is_empty(),
-            "{schema}: fields not in the discovery document: {extra:?}"
-        );
+        ("Spreadsheet", serde_json::to_value(&spreadsheet)),
+        ("SheetProperties", serde_json::to_value(&sheet_props)),
+        ("GridProperties", serde_json::to_value(&grid)),
+        ("ValueRange", serde_json::to_value(value_range())),
+    ];
+    for (schema, sample) in samples {
+        check_fields(&d, schema, &sample.unwrap(), schema);
     }
+    // The optional names are there (and so were checked above).
+    let json = serde_json::to_value(&spreadsheet).unwrap();
+    let p = &json["sheets"][0]["properties"];
+    assert_eq!(p["sheetType"], "GRID");
+    assert_eq!(p["gridProperties"]["rowCount"], 1001);
+    assert_eq!(p["gridProperties"]["frozenRowCount"], 1);
+    assert_eq!(json["properties"]["timeZone"], "Etc/GMT");
+    // And they read back.
+    let back: Spreadsheet = serde_json::from_value(json).unwrap();
+    assert_eq!(back, spreadsheet);
 }

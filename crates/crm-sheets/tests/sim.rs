@@ -9,9 +9,10 @@ use std::time::Duration;
 use common::*;
 use crm_core::mapping::ColumnMapping;
 use crm_core::{Change, Connector, ErrorKind, Record, Sink, Value, WriteBatch, WriteOutcome};
-use crm_sheets::cell::ColumnType;
+use crm_sheets::cell::{Cell, ColumnType};
 use crm_sheets::rows::ERRORS_FIELD;
-use crm_sheets::sim::{SheetsSimConfig, SimCell, SimSheet, demo_row};
+use crm_sheets::sim::{DemoOptions, SheetsSimConfig, SimCell, SimSheet, demo_bookings, demo_row};
+use crm_sheets::wire::{DateTimeRenderOption, Dimension, ValueRange, ValueRenderOption};
 use crm_sheets::{GoogleCredentials, RateLimit, SheetsConfig, WriteBackColumns};
 use crm_sim::FaultPlan;
 use rand_chacha::rand_core::SeedableRng;
@@ -496,4 +497,203 @@ async fn service_account_keys_use_the_jwt_bearer_grant() {
     assert_eq!(changes(&read_all(&conn, None).await.unwrap()).len(), 20);
     let grants = env.handle.request_log().count(|r| r.path == "/token");
     assert_eq!(grants, 1);
+}
+
+/// Clears whole rows (one-based), as a user deleting their contents.
+fn blank_rows(s: &mut SimSheet, rows: impl IntoIterator<Item = u32>) {
+    for row in rows {
+        if let Some(cells) = s.cells.get_mut(row as usize - 1) {
+            cells.clear();
+        }
+    }
+}
+
+fn ids_of(changes: &[Change]) -> Vec<String> {
+    let mut ids: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Upsert(r) => format!("u:{}", r.id.as_ref().unwrap()),
+            Change::Delete { id, .. } => format!("d:{id}"),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+// Pages of 1,000 from row 2: rows 2..=1001, 1002..=2001, 2002..=3001,
+// 3002..=4001. Google (and the simulator) leave empty trailing rows out of
+// a range, so a page whose last rows are blank comes back short.
+const PAGE_END_BLANKS: [u32; 7] = [1001, 1999, 2000, 2001, 2002, 2003, 2004];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_rows_at_and_across_page_ends_do_not_end_the_read() {
+    let env = start(unlimited(), bookings(3500, false), None).await;
+    let conn = connector(&env, config(&env).page_size(1000));
+    let before = read_all(&conn, None).await.unwrap();
+    assert_eq!(changes(&before).len(), 3500);
+    let cursor = before.last().unwrap().cursor.clone();
+
+    // Row 1001 is the last row of the first page; rows 1999..=2004 span the
+    // boundary between the second and the third page. Booking n is on row
+    // n + 1.
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        blank_rows(s, PAGE_END_BLANKS);
+    });
+
+    // An incremental run deletes exactly the cleared bookings: every row
+    // after the blanks is still read.
+    let second = read_all(&conn, Some(cursor)).await.unwrap();
+    let got = changes(&second);
+    assert_eq!(got.len(), PAGE_END_BLANKS.len(), "changes after the blanks");
+    let expected: Vec<String> = PAGE_END_BLANKS
+        .iter()
+        .map(|r| format!("d:BK-{:06}", r - 1))
+        .collect();
+    assert_eq!(ids_of(&got), expected);
+
+    // A full read of the sheet with the blanks reads every other row, down
+    // to the last one, in one batchGet per page of the grid.
+    let before_calls = count(&env, "GET", "/values:batchGet");
+    let full = read_all(&conn, None).await.unwrap();
+    assert_eq!(count(&env, "GET", "/values:batchGet") - before_calls, 4);
+    let all = changes(&full);
+    assert_eq!(all.len(), 3500 - PAGE_END_BLANKS.len());
+    let ids: HashSet<_> = all.iter().filter_map(|c| c.id().cloned()).collect();
+    assert_eq!(ids.len(), all.len());
+    for n in [1000, 1001, 1997, 1998, 2004, 2005, 3500] {
+        let present = ids.iter().any(|id| id.as_str() == format!("BK-{n:06}"));
+        assert_eq!(present, !PAGE_END_BLANKS.contains(&(n + 1)), "BK-{n:06}");
+    }
+
+    // The following incremental runs emit nothing, no Delete in particular.
+    let third = read_all(&conn, Some(full.last().unwrap().cursor.clone()))
+        .await
+        .unwrap();
+    assert!(changes(&third).is_empty(), "{:?}", ids_of(&changes(&third)));
+    let fourth = read_all(&conn, Some(second.last().unwrap().cursor.clone()))
+        .await
+        .unwrap();
+    assert!(
+        changes(&fourth).is_empty(),
+        "{:?}",
+        ids_of(&changes(&fourth))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_blank_page_does_not_end_the_read() {
+    // Pages of 100 from row 2: rows 102..=201 are the whole second page, and
+    // row 301 is the last row of the third.
+    let env = start(unlimited(), bookings(500, false), None).await;
+    let conn = connector(&env, config(&env).page_size(100));
+    let before = read_all(&conn, None).await.unwrap();
+    let cursor = before.last().unwrap().cursor.clone();
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        blank_rows(s, (102..=201).chain([301]));
+    });
+    let second = read_all(&conn, Some(cursor)).await.unwrap();
+    let got = changes(&second);
+    assert_eq!(got.len(), 101);
+    assert!(got.iter().all(|c| matches!(c, Change::Delete { .. })));
+    let full = read_all(&conn, None).await.unwrap();
+    let all = changes(&full);
+    assert_eq!(all.len(), 399);
+    assert!(all.iter().any(|c| c.id().unwrap().as_str() == "BK-000500"));
+    let third = read_all(&conn, Some(full.last().unwrap().cursor.clone()))
+        .await
+        .unwrap();
+    assert!(changes(&third).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_ending_exactly_at_a_page_boundary_is_read_whole() {
+    // The grid ends with the data: rows 2..=2001 are exactly two pages, and
+    // the grid's row count says there is nothing after them.
+    let env = start(unlimited(), bookings(2000, false), None).await;
+    let conn = connector(&env, config(&env).page_size(1000));
+    let first = read_all(&conn, None).await.unwrap();
+    assert_eq!(changes(&first).len(), 2000);
+    assert_eq!(count(&env, "GET", "/values:batchGet"), 2);
+    let again = read_all(&conn, Some(first.last().unwrap().cursor.clone()))
+        .await
+        .unwrap();
+    assert!(changes(&again).is_empty());
+
+    // Spare empty rows below the data: the third page, entirely empty and
+    // reaching the grid's last row, ends the read.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let sheet = demo_bookings(
+        &mut rng,
+        &DemoOptions::new(2000).bad_rows(false).spare_rows(1000),
+    );
+    assert_eq!(sheet.row_count, 3001);
+    let env = start(unlimited(), sheet, None).await;
+    let conn = connector(&env, config(&env).page_size(1000));
+    let first = read_all(&conn, None).await.unwrap();
+    let all = changes(&first);
+    assert_eq!(all.len(), 2000);
+    assert!(all.iter().any(|c| c.id().unwrap().as_str() == "BK-002000"));
+    assert_eq!(count(&env, "GET", "/values:batchGet"), 3);
+    let again = read_all(&conn, Some(first.last().unwrap().cursor.clone()))
+        .await
+        .unwrap();
+    assert!(changes(&again).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_update_writes_a_range_raw_and_refuses_past_the_grid() {
+    let env = start(unlimited(), bookings(10, false), None).await;
+    let conn = connector(&env, config(&env));
+    let range = "'Bookings'!J2:K3";
+    let body = ValueRange {
+        range: Some(range.into()),
+        major_dimension: Some(Dimension::Rows),
+        values: vec![
+            vec![Cell::Number("12.50".into()), Cell::Text("0003".into())],
+            vec![Cell::Text("=1+1".into())],
+        ],
+    };
+    let resp = conn.client().update_values(range, &body).await.unwrap();
+    assert_eq!(resp.spreadsheet_id, SPREADSHEET);
+    assert_eq!(resp.updated_range.as_deref(), Some("Bookings!J2:K3"));
+    assert_eq!(resp.updated_rows, Some(2));
+    assert_eq!(resp.updated_columns, Some(2));
+    assert_eq!(resp.updated_cells, Some(3));
+    let puts = env
+        .handle
+        .request_log()
+        .count(|r| r.method == "PUT" && r.path.contains("/values/"));
+    assert_eq!(puts, 1);
+    // RAW: text stays text, "=1+1" is no formula, the number is exact.
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        assert_eq!(s.cell(2, 9), &SimCell::Number("12.50".into()));
+        assert_eq!(s.cell(2, 10), &SimCell::Text("0003".into()));
+        assert_eq!(s.cell(3, 9), &SimCell::Text("=1+1".into()));
+        assert_eq!(s.cell(3, 10), &SimCell::Empty);
+    });
+    let read = conn
+        .client()
+        .get_values(
+            range,
+            ValueRenderOption::UnformattedValue,
+            DateTimeRenderOption::SerialNumber,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.values, body.values);
+
+    // The grid has 11 rows: writing row 12 is refused, nothing is written.
+    let past = "'Bookings'!J12";
+    let body = ValueRange {
+        range: Some(past.into()),
+        major_dimension: Some(Dimension::Rows),
+        values: vec![vec![Cell::Number("1".into())]],
+    };
+    let err = conn.client().update_values(past, &body).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("exceeds grid limits"), "{err}");
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        assert_eq!(s.cell(12, 9), &SimCell::Empty);
+        assert_eq!(s.row_count, 11);
+    });
 }
