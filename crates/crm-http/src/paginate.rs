@@ -35,7 +35,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use crm_core::{Error, ErrorKind, Result};
 use futures_core::Stream;
@@ -214,6 +214,38 @@ async fn step<F: PageFetcher>(
 /// first page). The stream ends after a page without a next token, or after
 /// the first error.
 ///
+/// The stream never ends early without saying so: if the fetch panics in the
+/// background task (`prefetch > 0`), the pages fetched before it are
+/// followed by an [`ErrorKind::Permanent`] error (an
+/// [`ErrorKind::Transient`] one if the task was cancelled by a runtime
+/// shutting down). With `prefetch == 0` the fetch runs in the consumer's
+/// `poll_next`, so its panic unwinds into the consumer.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use crm_http::paginate::{fetcher_fn, paginate, FetchedPage, PaginateOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> crm_core::Result<()> {
+/// // Pages of two letters; the token is the index of the next page.
+/// let letters = ["a", "b", "c", "d", "e"];
+/// let fetcher = fetcher_fn(move |page: Option<usize>| async move {
+///     let start = page.unwrap_or(0) * 2;
+///     let items = letters[start..(start + 2).min(letters.len())].to_vec();
+///     let next = (start + 2 < letters.len()).then(|| start / 2 + 1);
+///     Ok(FetchedPage::new(items, next))
+/// });
+/// // Fetch up to two pages ahead of the consumer; fail past 100 pages.
+/// let options = PaginateOptions::default().prefetch(2).max_pages(100);
+/// let mut pages = paginate(fetcher, None, options);
+/// let mut read = String::new();
+/// while let Some(page) = pages.next().await {
+///     read.extend(page?.items); // an `Err` is a failed read, never a short one
+/// }
+/// assert_eq!(read, "abcde");
+/// # Ok(()) }
+/// ```
+///
 /// # Cancel safety
 /// Dropping the stream stops the background fetch (with `prefetch > 0`, the
 /// task is aborted); pages fetched but not yet taken are discarded, so
@@ -257,25 +289,77 @@ pub fn paginate<F: PageFetcher>(
             cursor = next;
         }
     });
-    PrefetchStream { rx, task }.boxed()
+    PrefetchStream {
+        rx,
+        task: Some(task),
+        pages: 0,
+    }
+    .boxed()
 }
 
+/// The consumer's end of the prefetching task.
+///
+/// The channel closes when the task ends, whether it finished or not: the
+/// task's outcome is what tells a complete read from a fetch that panicked
+/// (or was cancelled) half-way, so after the last page the stream waits for
+/// the task and turns a failure into a final error item.
 struct PrefetchStream<T> {
-    rx: mpsc::Receiver<T>,
-    task: JoinHandle<()>,
+    rx: mpsc::Receiver<Result<T>>,
+    /// `None` once the task's outcome has been read.
+    task: Option<JoinHandle<()>>,
+    /// Pages handed to the consumer so far, for the error's context.
+    pages: u64,
 }
 
 impl<T> Stream for PrefetchStream<T> {
-    type Item = T;
+    type Item = Result<T>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
+        let this = self.get_mut();
+        if let Some(item) = ready!(this.rx.poll_recv(cx)) {
+            this.pages += 1;
+            return Poll::Ready(Some(item));
+        }
+        // Every page the task sent has been taken; did it end normally?
+        let Some(task) = this.task.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(Pin::new(task).poll(cx));
+        this.task = None;
+        match outcome {
+            Ok(()) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(task_failure(&e, this.pages)))),
+        }
     }
+}
+
+/// The error that ends a stream whose prefetching task did not finish.
+fn task_failure(e: &tokio::task::JoinError, pages: u64) -> Error {
+    let err = if e.is_panic() {
+        // A bug in the provider's fetch: retrying will not fix it.
+        Error::new(
+            ErrorKind::Permanent,
+            "the paginator's background page fetch panicked; \
+             the read stopped before the last page",
+        )
+    } else {
+        // Cancelled: only a runtime shutting down does that while the
+        // stream is alive; in a live runtime a retry may succeed.
+        Error::new(
+            ErrorKind::Transient,
+            "the paginator's background page fetch was cancelled \
+             (runtime shutting down?); the read stopped before the last page",
+        )
+    };
+    err.with_operation("paginate")
+        .with_context("pages_read", pages)
 }
 
 impl<T> Drop for PrefetchStream<T> {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -400,6 +484,120 @@ mod tests {
             .await;
         assert_eq!(pages.len(), 2);
         assert!(pages[1].is_err());
+    }
+
+    /// Pages of one item; fetching page 3 (token 2) panics, in the closure
+    /// itself or in the future it returns.
+    fn panics_on_page_3(in_future: bool) -> impl PageFetcher<Item = u32, Token = u32> {
+        fetcher_fn(move |token: Option<u32>| {
+            let page = token.unwrap_or(0);
+            assert!(in_future || page != 2, "provider bug on page 3");
+            async move {
+                assert!(page != 2, "provider bug on page 3");
+                Ok(FetchedPage::new(vec![page], Some(page + 1)))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_fetch_is_an_error_not_an_end() {
+        for prefetch in [1, 2, 5] {
+            for in_future in [false, true] {
+                let mut pages = paginate(
+                    panics_on_page_3(in_future),
+                    None,
+                    PaginateOptions::default().prefetch(prefetch),
+                );
+                let mut seen = Vec::new();
+                while let Some(page) = pages.next().await {
+                    seen.push(page);
+                }
+                let case = format!("prefetch {prefetch}, in_future {in_future}");
+                assert_eq!(seen.len(), 3, "{case}");
+                assert_eq!(seen[0].as_ref().unwrap().items, vec![0], "{case}");
+                assert_eq!(seen[1].as_ref().unwrap().items, vec![1], "{case}");
+                let err = seen[2].as_ref().unwrap_err();
+                assert_eq!(err.kind(), &ErrorKind::Permanent, "{case}");
+                assert_eq!(err.operation(), Some("paginate"), "{case}");
+                assert!(err.message().contains("panicked"), "{case}: {err}");
+                assert_eq!(err.context_value("pages_read"), Some("2"), "{case}");
+                // Ended for good after the error.
+                assert!(pages.next().await.is_none(), "{case}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_prefetch_a_panic_reaches_the_consumer() {
+        use futures_util::FutureExt;
+        use std::panic::AssertUnwindSafe;
+
+        for in_future in [false, true] {
+            let mut pages = paginate(
+                panics_on_page_3(in_future),
+                None,
+                PaginateOptions::default().prefetch(0),
+            );
+            assert_eq!(pages.next().await.unwrap().unwrap().items, vec![0]);
+            assert_eq!(pages.next().await.unwrap().unwrap().items, vec![1]);
+            let third = AssertUnwindSafe(pages.next()).catch_unwind().await;
+            assert!(third.is_err(), "the panic unwinds into the consumer");
+            // Even a consumer that catches the panic and polls on never
+            // sees a clean end.
+            let again = AssertUnwindSafe(pages.next()).catch_unwind().await;
+            assert!(again.is_err(), "polled after the panic: {again:?}");
+        }
+    }
+
+    #[test]
+    fn a_cancelled_fetch_task_is_an_error_not_an_end() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        // Page 2 never arrives; the runtime shuts down while it is fetched.
+        let fetcher = fetcher_fn(|token: Option<u32>| async move {
+            if token.is_some() {
+                std::future::pending::<()>().await;
+            }
+            Ok(FetchedPage::new(vec![1], Some(1)))
+        });
+        let first = runtime();
+        let mut pages = first.block_on(async {
+            let mut pages = paginate(fetcher, None, PaginateOptions::default());
+            assert!(pages.next().await.unwrap().is_ok());
+            pages
+        });
+        drop(first); // cancels the prefetching task
+        let (next, after) = runtime().block_on(async { (pages.next().await, pages.next().await) });
+        let err = next.unwrap().unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Transient);
+        assert_eq!(err.operation(), Some("paginate"));
+        assert!(err.message().contains("cancelled"), "{err}");
+        assert!(after.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_complete_read_ends_cleanly_and_stays_ended() {
+        for prefetch in [0, 1, 4] {
+            let fetches = Arc::new(AtomicU32::new(0));
+            let mut pages = paginate(
+                numbers(7, 2, Arc::clone(&fetches)),
+                None,
+                PaginateOptions::default().prefetch(prefetch),
+            );
+            let mut items = Vec::new();
+            while let Some(page) = pages.next().await {
+                items.extend(page.unwrap().items);
+            }
+            assert_eq!(items, (0..7).collect::<Vec<_>>(), "prefetch {prefetch}");
+            if prefetch > 0 {
+                // Polled again after the end: still the end, no error.
+                assert!(pages.next().await.is_none(), "prefetch {prefetch}");
+            }
+        }
     }
 
     #[tokio::test]

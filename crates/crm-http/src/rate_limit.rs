@@ -407,6 +407,28 @@ struct LimiterState {
 /// A rate limiter for one provider account; share it (inside an
 /// [`HttpClient`](crate::HttpClient), or behind an `Arc`) between every
 /// client that spends the same account's budget.
+///
+/// ```
+/// use std::sync::Arc;
+/// use crm_http::{HttpClient, RateLimitConfig, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> crm_core::Result<()> {
+/// // Pipedrive: 80 requests per 2 s per account, at most 2 in flight.
+/// let limiter = Arc::new(RateLimiter::new(
+///     RateLimitConfig::new(80, std::time::Duration::from_secs(2)).max_in_flight(2),
+/// )?);
+/// // Two clients of the same account spend one budget.
+/// let deals = HttpClient::builder("pipedrive").rate_limiter(Arc::clone(&limiter)).build()?;
+/// let persons = HttpClient::builder("pipedrive").rate_limiter(Arc::clone(&limiter)).build()?;
+///
+/// // Or acquire directly: hold the permit while the request is in flight.
+/// let permit = limiter.acquire().await?;
+/// // ... send the request ...
+/// drop(permit); // frees the in-flight slot
+/// # let _ = (deals, persons);
+/// # Ok(()) }
+/// ```
 pub struct RateLimiter {
     config: RateLimitConfig,
     gcra: Option<Gcra>,

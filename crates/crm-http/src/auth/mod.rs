@@ -83,6 +83,32 @@ pub enum ApiKeyLocation {
 /// cache, so several clients of the same account refresh only once.
 ///
 /// `Debug` and `Display` name the method and its non-secret settings only.
+///
+/// ```
+/// use secrecy::SecretString;
+/// use url::Url;
+/// use crm_http::{Auth, HttpClient, RefreshTokenFlow};
+///
+/// # fn main() -> crm_core::Result<()> {
+/// // A static key: sent as is, a 401 is final.
+/// let key = Auth::api_key_header("x-api-key", SecretString::from("k-123".to_owned()))?;
+/// assert_eq!(key.method_name(), "api_key");
+/// assert!(!key.is_refreshable());
+/// assert!(!format!("{key:?}").contains("k-123")); // secrets never print
+///
+/// // OAuth: a token is fetched on the first request, cached and refreshed.
+/// let oauth = Auth::oauth(RefreshTokenFlow::new(
+///     Url::parse("https://login.salesforce.com/services/oauth2/token").unwrap(),
+///     "client-id",
+///     SecretString::from("refresh-token".to_owned()),
+/// ));
+/// assert!(oauth.is_refreshable());
+/// // Clones share the token cache: both clients refresh once between them.
+/// let reads = HttpClient::builder("salesforce").auth(oauth.clone()).build()?;
+/// let writes = HttpClient::builder("salesforce").auth(oauth).build()?;
+/// # let _ = (reads, writes);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Auth {
     kind: AuthKind,
