@@ -7,7 +7,17 @@
 //! [`MarketoClient::query`] (filter), [`MarketoClient::sync`] (create or
 //! update, ≤ 300 records), [`MarketoClient::delete`]; leads have their own
 //! describe and the activity feeds; bulk exports go through
-//! [`MarketoClient::export_create`] and its siblings.
+//! [`MarketoClient::export_create`] and its siblings. Program, static list
+//! and smart campaign membership have their own calls
+//! ([`MarketoClient::program_members`], [`MarketoClient::leads_by_program`],
+//! [`MarketoClient::change_lead_program_status`],
+//! [`MarketoClient::sync_program_member_status`],
+//! [`MarketoClient::add_to_list`], [`MarketoClient::remove_from_list`],
+//! [`MarketoClient::campaigns`], [`MarketoClient::request_campaign`], ...).
+//!
+//! A 606 (rate limit) or 615 (concurrency) answer pauses the client's
+//! limiter for [`MarketoConfig::rate_limit_wait`] (by default the rate-limit
+//! window, 20 s) for every caller, and the refused call is retried after it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +26,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::{Error, Result};
 use crm_http::reqwest::Method;
 use crm_http::{
-    HttpClient, Metrics, RateLimitConfig, RequestOptions, RetryPolicy, StreamingResponse,
+    HttpClient, Metrics, RateLimitConfig, RateLimiter, RequestOptions, RetryPolicy,
+    StreamingResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,12 +38,19 @@ use crate::auth::http_auth;
 use crate::config::MarketoConfig;
 use crate::error::MarketoClassifier;
 use crate::wire::{
-    Activity, DeleteRequest, Envelope, ExportJob, ExportRequest, LeadAttribute, ObjectDescription,
-    SyncLeadRequest, SyncObjectRequest, SyncResult, WireRecord,
+    Activity, Campaign, ChangeLeadProgramStatusRequest, DeleteRequest, Envelope, ExportJob,
+    ExportRequest, LeadAttribute, LeadIdInput, ListOperationRequest, MembershipResult,
+    ObjectDescription, ProgramLead, ProgramMember, ProgramMemberLead, StaticList, SyncLeadRequest,
+    SyncObjectRequest, SyncProgramMemberStatusRequest, SyncResult, TriggerCampaignData,
+    TriggerCampaignRequest, WireRecord,
 };
 
 /// Most records one sync call takes and one query page returns.
 pub const MAX_BATCH: usize = 300;
+/// Most leads one Request Campaign call takes.
+pub const MAX_CAMPAIGN_LEADS: usize = 100;
+/// The longest `updatedAt` range of one program member query (7 days).
+pub const MAX_MEMBER_RANGE_DAYS: i64 = 7;
 /// Most values in one `filterValues` list.
 pub const MAX_FILTER_VALUES: usize = 300;
 
@@ -78,11 +96,16 @@ impl MarketoClient {
         let retry = RetryPolicy::default()
             .max_attempts(config.max_attempts)
             .max_elapsed(Duration::from_secs(600));
+        // One limiter, shared with the classifier: a 606/615 pauses it for
+        // every caller until the window has passed.
+        let limiter = Arc::new(RateLimiter::new(rate)?);
+        let classifier =
+            MarketoClassifier::new(config.rate_limit_wait).pausing(Arc::clone(&limiter));
         let mut b = HttpClient::builder("marketo")
             .base_url(config.base_url().as_str())
             .auth(http_auth(config))
-            .rate_limit(rate)
-            .classifier(MarketoClassifier::new(config.rate_limit_wait))
+            .rate_limiter(limiter)
+            .classifier(classifier)
             .retry(retry)
             .timeout(config.timeout)
             .metrics(Arc::new(Metrics::new()));
@@ -450,6 +473,495 @@ impl MarketoClient {
             )
             .await
     }
+}
+
+/// A page of a membership or asset read.
+#[derive(Clone, Debug)]
+pub struct Paged<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The next page's token, when there is one.
+    pub next_page_token: Option<String>,
+}
+
+impl<T> Paged<T> {
+    fn from_envelope(env: Envelope<T>) -> Self {
+        let more = env.more_result != Some(false);
+        Paged {
+            items: env.result,
+            next_page_token: env.next_page_token.filter(|t| more && !t.is_empty()),
+        }
+    }
+}
+
+/// Which members a [`MarketoClient::program_members`] call selects
+/// (`filterType` and `filterValues`, or `startAt`/`endAt`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberFilter {
+    /// `filterType=leadId`: these leads (at most 300).
+    LeadIds(Vec<i64>),
+    /// `filterType=updatedAt` with `startAt` and `endAt` (at most 7 days apart).
+    UpdatedBetween {
+        /// Start of the range.
+        start: DateTime<Utc>,
+        /// End of the range.
+        end: DateTime<Utc>,
+    },
+    /// Any other searchable member field (`statusName`, `reachedSuccess`,
+    /// custom member fields) equal to one of `values` (at most 300).
+    Field {
+        /// The field.
+        name: String,
+        /// The values.
+        values: Vec<String>,
+    },
+}
+
+/// Selection of static lists or smart campaigns (`id`, `name`,
+/// `programName`, `workspaceName`, and for campaigns `isTriggerable`); an
+/// empty filter selects all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AssetFilter {
+    /// These ids.
+    pub ids: Vec<i64>,
+    /// These names.
+    pub names: Vec<String>,
+    /// Children of these programs.
+    pub program_names: Vec<String>,
+    /// In these workspaces.
+    pub workspace_names: Vec<String>,
+    /// Campaigns only: active trigger campaigns requestable through the API.
+    pub triggerable: Option<bool>,
+}
+
+impl AssetFilter {
+    /// Everything.
+    pub fn all() -> Self {
+        AssetFilter::default()
+    }
+    /// By ids.
+    #[must_use]
+    pub fn ids(mut self, ids: impl IntoIterator<Item = i64>) -> Self {
+        self.ids = ids.into_iter().collect();
+        self
+    }
+    /// By names.
+    #[must_use]
+    pub fn names<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.names = names.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Children of the programs named.
+    #[must_use]
+    pub fn program_names<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.program_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+    /// In the workspaces named.
+    #[must_use]
+    pub fn workspace_names<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.workspace_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Campaigns: only those requestable through the API (or only those not).
+    #[must_use]
+    pub fn triggerable(mut self, on: bool) -> Self {
+        self.triggerable = Some(on);
+        self
+    }
+
+    fn apply(&self, url: &mut Url, campaigns: bool) {
+        let mut q = url.query_pairs_mut();
+        let join = |v: &[String]| v.join(",");
+        if !self.ids.is_empty() {
+            let ids: Vec<String> = self.ids.iter().map(ToString::to_string).collect();
+            q.append_pair("id", &join(&ids));
+        }
+        if !self.names.is_empty() {
+            q.append_pair("name", &join(&self.names));
+        }
+        if !self.program_names.is_empty() {
+            q.append_pair("programName", &join(&self.program_names));
+        }
+        if !self.workspace_names.is_empty() {
+            q.append_pair("workspaceName", &join(&self.workspace_names));
+        }
+        if campaigns && let Some(t) = self.triggerable {
+            q.append_pair("isTriggerable", if t { "true" } else { "false" });
+        }
+    }
+}
+
+fn paging(url: &mut Url, batch_size: usize, next_page_token: Option<&str>) {
+    let mut q = url.query_pairs_mut();
+    q.append_pair("batchSize", &batch_size.clamp(1, MAX_BATCH).to_string());
+    if let Some(t) = next_page_token {
+        q.append_pair("nextPageToken", t);
+    }
+}
+
+fn lead_inputs(lead_ids: &[i64]) -> Vec<LeadIdInput> {
+    lead_ids.iter().map(|&id| LeadIdInput { id }).collect()
+}
+
+/// Program, static list and smart campaign membership.
+impl MarketoClient {
+    /// Members of a program matching `filter`, one page
+    /// (`GET /rest/v1/programs/{programId}/members.json`). Without `fields`
+    /// Marketo returns `leadId`, `programId`, `acquiredBy`, `reachedSuccess`
+    /// and `membershipDate`; ask for `statusName` and `updatedAt` to get the
+    /// status.
+    ///
+    /// # Errors
+    /// As the HTTP client ([`crm_core::ErrorKind::NotFound`] for an unknown
+    /// program, code 1013); [`crm_core::ErrorKind::InvalidInput`] past 300
+    /// values or for a range longer than 7 days.
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn program_members(
+        &self,
+        program_id: i64,
+        filter: &MemberFilter,
+        fields: &[String],
+        batch_size: usize,
+        next_page_token: Option<&str>,
+    ) -> Result<Paged<ProgramMember>> {
+        const ENDPOINT: &str = "programs.members.get";
+        let mut url = self.url(&format!("/rest/v1/programs/{program_id}/members.json"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            match filter {
+                MemberFilter::LeadIds(ids) => {
+                    check_values(ids.len(), ENDPOINT)?;
+                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    q.append_pair("filterType", "leadId");
+                    q.append_pair("filterValues", &ids.join(","));
+                }
+                MemberFilter::Field { name, values } => {
+                    check_values(values.len(), ENDPOINT)?;
+                    q.append_pair("filterType", name);
+                    q.append_pair("filterValues", &values.join(","));
+                }
+                MemberFilter::UpdatedBetween { start, end } => {
+                    if end < start || *end - *start > chrono::TimeDelta::days(MAX_MEMBER_RANGE_DAYS)
+                    {
+                        return Err(Error::invalid_input(format!(
+                            "an updatedAt range must run forward and span at most \
+                             {MAX_MEMBER_RANGE_DAYS} days"
+                        ))
+                        .with_operation(ENDPOINT));
+                    }
+                    q.append_pair("filterType", "updatedAt");
+                    q.append_pair("startAt", &start.to_rfc3339_opts(SecondsFormat::Secs, true));
+                    q.append_pair("endAt", &end.to_rfc3339_opts(SecondsFormat::Secs, true));
+                }
+            }
+            if !fields.is_empty() {
+                q.append_pair("fields", &fields.join(","));
+            }
+        }
+        paging(&mut url, batch_size, next_page_token);
+        let env: Envelope<ProgramMember> = self.get(url, ENDPOINT).await?;
+        Ok(Paged::from_envelope(env))
+    }
+
+    /// Every member of a program with its `membership` (progression status,
+    /// success, membership date), one page
+    /// (`GET /rest/v1/leads/programs/{programId}.json`).
+    ///
+    /// # Errors
+    /// As the HTTP client ([`crm_core::ErrorKind::NotFound`] for an unknown program).
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn leads_by_program(
+        &self,
+        program_id: i64,
+        fields: &[String],
+        batch_size: usize,
+        next_page_token: Option<&str>,
+    ) -> Result<Paged<ProgramLead>> {
+        let mut url = self.url(&format!("/rest/v1/leads/programs/{program_id}.json"))?;
+        if !fields.is_empty() {
+            url.query_pairs_mut()
+                .append_pair("fields", &fields.join(","));
+        }
+        paging(&mut url, batch_size, next_page_token);
+        let env: Envelope<ProgramLead> = self.get(url, "leads.programs.get").await?;
+        Ok(Paged::from_envelope(env))
+    }
+
+    /// Sets the program status of up to 300 leads that are members of the
+    /// program (`POST /rest/v1/leads/programs/{programId}/status.json`,
+    /// `{"status": ..., "input": [{"id": ...}]}`); results in input order.
+    /// Safe to re-send: a lead already in the status is skipped (1037).
+    ///
+    /// # Errors
+    /// As the HTTP client: [`crm_core::ErrorKind::NotFound`] for an unknown
+    /// program (1013), [`crm_core::ErrorKind::InvalidInput`] for a status the
+    /// program's channel lacks (1025) or past 300 leads; per-lead problems
+    /// are `skipped` results.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the statuses changed.
+    pub async fn change_lead_program_status(
+        &self,
+        program_id: i64,
+        status: &str,
+        lead_ids: &[i64],
+    ) -> Result<Vec<MembershipResult>> {
+        const ENDPOINT: &str = "leads.programs.status";
+        check_batch(lead_ids.len(), ENDPOINT)?;
+        let body = ChangeLeadProgramStatusRequest {
+            status: status.to_owned(),
+            input: lead_inputs(lead_ids),
+        };
+        let env: Envelope<MembershipResult> = self
+            .post(
+                &format!("/rest/v1/leads/programs/{program_id}/status.json"),
+                &body,
+                RequestOptions::new(ENDPOINT).idempotent(true),
+            )
+            .await?;
+        Ok(env.result)
+    }
+
+    /// Sets the program status of up to 300 leads, adding those that are not
+    /// members yet (`POST /rest/v1/programs/{programId}/members/status.json`,
+    /// `{"statusName": ..., "input": [{"leadId": ...}]}`); results carry `seq`.
+    ///
+    /// # Errors
+    /// As [`MarketoClient::change_lead_program_status`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the statuses changed; a repeat skips them (1037).
+    pub async fn sync_program_member_status(
+        &self,
+        program_id: i64,
+        status: &str,
+        lead_ids: &[i64],
+    ) -> Result<Vec<MembershipResult>> {
+        const ENDPOINT: &str = "programs.members.status";
+        check_batch(lead_ids.len(), ENDPOINT)?;
+        let body = SyncProgramMemberStatusRequest {
+            status_name: status.to_owned(),
+            input: lead_ids
+                .iter()
+                .map(|&lead_id| ProgramMemberLead { lead_id })
+                .collect(),
+        };
+        let env: Envelope<MembershipResult> = self
+            .post(
+                &format!("/rest/v1/programs/{program_id}/members/status.json"),
+                &body,
+                RequestOptions::new(ENDPOINT).idempotent(true),
+            )
+            .await?;
+        Ok(env.result)
+    }
+
+    /// Static lists, one page (`GET /rest/v1/lists.json`).
+    ///
+    /// # Errors
+    /// As the HTTP client.
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn lists(
+        &self,
+        filter: &AssetFilter,
+        batch_size: usize,
+        next_page_token: Option<&str>,
+    ) -> Result<Paged<StaticList>> {
+        let mut url = self.url("/rest/v1/lists.json")?;
+        filter.apply(&mut url, false);
+        paging(&mut url, batch_size, next_page_token);
+        let env: Envelope<StaticList> = self.get(url, "lists.get").await?;
+        Ok(Paged::from_envelope(env))
+    }
+
+    /// Members of a static list, one page
+    /// (`GET /rest/v1/lists/{listId}/leads.json`).
+    ///
+    /// # Errors
+    /// As the HTTP client ([`crm_core::ErrorKind::NotFound`] for an unknown list).
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn list_leads(
+        &self,
+        list_id: i64,
+        fields: &[String],
+        batch_size: usize,
+        next_page_token: Option<&str>,
+    ) -> Result<Paged<WireRecord>> {
+        let mut url = self.url(&format!("/rest/v1/lists/{list_id}/leads.json"))?;
+        if !fields.is_empty() {
+            url.query_pairs_mut()
+                .append_pair("fields", &fields.join(","));
+        }
+        paging(&mut url, batch_size, next_page_token);
+        let env: Envelope<WireRecord> = self.get(url, "lists.leads.get").await?;
+        Ok(Paged::from_envelope(env))
+    }
+
+    /// Adds up to 300 leads to a static list
+    /// (`POST /rest/v1/lists/{listId}/leads.json`, ids in the body);
+    /// results `added` or `skipped` in input order. Safe to repeat.
+    ///
+    /// # Errors
+    /// As the HTTP client ([`crm_core::ErrorKind::NotFound`] for an unknown list).
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the leads added.
+    pub async fn add_to_list(
+        &self,
+        list_id: i64,
+        lead_ids: &[i64],
+    ) -> Result<Vec<MembershipResult>> {
+        self.list_operation(Method::POST, list_id, lead_ids, "lists.leads.add")
+            .await
+    }
+
+    /// Removes up to 300 leads from a static list
+    /// (`DELETE /rest/v1/lists/{listId}/leads.json`, ids in the body);
+    /// results `removed` or `skipped` (1004 no such lead, 1015 not in the
+    /// list). Safe to repeat.
+    ///
+    /// # Errors
+    /// As the HTTP client ([`crm_core::ErrorKind::NotFound`] for an unknown list).
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the leads removed.
+    pub async fn remove_from_list(
+        &self,
+        list_id: i64,
+        lead_ids: &[i64],
+    ) -> Result<Vec<MembershipResult>> {
+        self.list_operation(Method::DELETE, list_id, lead_ids, "lists.leads.remove")
+            .await
+    }
+
+    async fn list_operation(
+        &self,
+        method: Method,
+        list_id: i64,
+        lead_ids: &[i64],
+        endpoint: &'static str,
+    ) -> Result<Vec<MembershipResult>> {
+        check_batch(lead_ids.len(), endpoint)?;
+        let body = ListOperationRequest {
+            input: lead_inputs(lead_ids),
+        };
+        let env: Envelope<MembershipResult> = self
+            .http
+            .send_json(
+                method,
+                &format!("/rest/v1/lists/{list_id}/leads.json"),
+                &body,
+                RequestOptions::new(endpoint).idempotent(true),
+            )
+            .await?;
+        Ok(env.result)
+    }
+
+    /// Whether up to 300 leads are members of a static list
+    /// (`GET /rest/v1/lists/{listId}/leads/ismember.json?id=...`); results
+    /// `memberof`, `notmemberof` or `skipped` (1004) in input order.
+    ///
+    /// # Errors
+    /// As the HTTP client.
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn list_membership(
+        &self,
+        list_id: i64,
+        lead_ids: &[i64],
+    ) -> Result<Vec<MembershipResult>> {
+        const ENDPOINT: &str = "lists.leads.ismember";
+        check_batch(lead_ids.len(), ENDPOINT)?;
+        let mut url = self.url(&format!("/rest/v1/lists/{list_id}/leads/ismember.json"))?;
+        let ids: Vec<String> = lead_ids.iter().map(ToString::to_string).collect();
+        url.query_pairs_mut().append_pair("id", &ids.join(","));
+        let env: Envelope<MembershipResult> = self.get(url, ENDPOINT).await?;
+        Ok(env.result)
+    }
+
+    /// Smart campaigns, one page (`GET /rest/v1/campaigns.json`).
+    ///
+    /// # Errors
+    /// As the HTTP client.
+    ///
+    /// # Cancel safety
+    /// A read: cancelling is harmless.
+    pub async fn campaigns(
+        &self,
+        filter: &AssetFilter,
+        batch_size: usize,
+        next_page_token: Option<&str>,
+    ) -> Result<Paged<Campaign>> {
+        let mut url = self.url("/rest/v1/campaigns.json")?;
+        filter.apply(&mut url, true);
+        paging(&mut url, batch_size, next_page_token);
+        let env: Envelope<Campaign> = self.get(url, "campaigns.get").await?;
+        Ok(Paged::from_envelope(env))
+    }
+
+    /// Runs up to 100 leads through an active trigger campaign with a
+    /// "Campaign is Requested: Web Service API" trigger
+    /// (`POST /rest/v1/campaigns/{campaignId}/trigger.json`), with My Token
+    /// overrides. Not marked safe to re-send: a repeat runs the flow again.
+    ///
+    /// # Errors
+    /// As the HTTP client: [`crm_core::ErrorKind::NotFound`] for an unknown
+    /// campaign (1013), [`crm_core::ErrorKind::InvalidInput`] for a batch or
+    /// inactive campaign (1003) or past 100 leads.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the campaign requested.
+    pub async fn request_campaign(
+        &self,
+        campaign_id: i64,
+        lead_ids: &[i64],
+        tokens: &[crate::wire::CampaignToken],
+    ) -> Result<()> {
+        const ENDPOINT: &str = "campaigns.trigger";
+        if lead_ids.len() > MAX_CAMPAIGN_LEADS {
+            return Err(Error::invalid_input(format!(
+                "{} leads given; Request Campaign takes at most {MAX_CAMPAIGN_LEADS}",
+                lead_ids.len()
+            ))
+            .with_operation(ENDPOINT));
+        }
+        let body = TriggerCampaignRequest {
+            input: TriggerCampaignData {
+                leads: lead_inputs(lead_ids),
+                tokens: tokens.to_vec(),
+            },
+        };
+        let _: Envelope<serde_json::Value> = self
+            .post(
+                &format!("/rest/v1/campaigns/{campaign_id}/trigger.json"),
+                &body,
+                RequestOptions::new(ENDPOINT).idempotent(false),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn check_values(n: usize, op: &'static str) -> Result<()> {
+    if n > MAX_FILTER_VALUES {
+        return Err(Error::invalid_input(format!(
+            "{n} filter values; a query takes at most {MAX_FILTER_VALUES}"
+        ))
+        .with_operation(op));
+    }
+    Ok(())
 }
 
 fn first_job(env: Envelope<ExportJob>, endpoint: &'static str) -> Result<ExportJob> {

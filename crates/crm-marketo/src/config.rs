@@ -181,7 +181,9 @@ pub struct MarketoConfigBuilder {
     /// (seconds; default 300), covering clock skew with Marketo.
     #[serde(default)]
     pub lookback_secs: Option<u64>,
-    /// Wait after a 606/615 answer before the retry, in ms (default 2,000).
+    /// Wait after a 606/615 answer before the retry, in ms; the client-side
+    /// limiter holds every caller for as long (default: `limits.window_ms`,
+    /// Marketo's 20 s window).
     #[serde(default)]
     pub rate_limit_wait_ms: Option<u64>,
     /// Read current values before an upsert to report `Unchanged` (default true).
@@ -301,6 +303,11 @@ impl MarketoConfig {
     pub fn detect_unchanged(&self) -> bool {
         self.detect_unchanged
     }
+    /// The wait after a 606/615 answer, during which the client-side limiter
+    /// holds every request (the rate-limit window unless set).
+    pub fn rate_limit_wait(&self) -> Duration {
+        self.rate_limit_wait
+    }
 }
 
 fn ms(v: Option<u64>, default: u64) -> Duration {
@@ -369,7 +376,7 @@ impl MarketoConfigBuilder {
         self.lookback_secs = Some(lookback.as_secs());
         self
     }
-    /// Sets the wait after a 606/615 answer.
+    /// Sets the wait after a 606/615 answer (default: the limits' window).
     #[must_use]
     pub fn rate_limit_wait(mut self, wait: Duration) -> Self {
         self.rate_limit_wait_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
@@ -496,7 +503,9 @@ impl MarketoConfigBuilder {
                 export_timeout: Duration::from_secs(self.export_timeout_secs.unwrap_or(3 * 3600)),
                 id_scan_empty_batches: self.id_scan_empty_batches.unwrap_or(20).max(1),
                 lookback: Duration::from_secs(self.lookback_secs.unwrap_or(300)),
-                rate_limit_wait: ms(self.rate_limit_wait_ms, 2_000),
+                rate_limit_wait: self
+                    .rate_limit_wait_ms
+                    .map_or(self.limits.window(), Duration::from_millis),
                 detect_unchanged: self.detect_unchanged.unwrap_or(true),
                 lead_fields,
                 root_certificate_pem: self.root_certificate_pem,
@@ -547,5 +556,31 @@ mod tests {
         assert_eq!(c.limits().calls_per_window, 50);
         assert_eq!(c.limits().max_in_flight, 10);
         assert_eq!(c.lead_full_read(), LeadFullRead::IdScan);
+    }
+
+    #[test]
+    fn rate_limit_wait_defaults_to_the_window() {
+        let b = || {
+            MarketoConfig::builder(
+                "https://1-2-3.mktorest.com",
+                "id",
+                SecretString::from("s".to_owned()),
+            )
+        };
+        assert_eq!(
+            b().build().unwrap().rate_limit_wait(),
+            Duration::from_secs(20),
+            "Marketo's window: 100 calls per 20 s"
+        );
+        let short = b()
+            .limits(Limits::new(100, Duration::from_millis(1500), 10, None))
+            .build()
+            .unwrap();
+        assert_eq!(short.rate_limit_wait(), Duration::from_millis(1500));
+        let set = b()
+            .rate_limit_wait(Duration::from_millis(40))
+            .build()
+            .unwrap();
+        assert_eq!(set.rate_limit_wait(), Duration::from_millis(40));
     }
 }

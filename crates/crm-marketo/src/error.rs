@@ -7,12 +7,23 @@
 //! Per-record problems of sync calls arrive as `result[].status = "skipped"`
 //! with `reasons`; [`record_error`] maps those. Codes and meanings are
 //! from Marketo's "Error Codes" reference (REST API).
+//!
+//! 606 ("Max rate limit exceeded", more than 100 calls in 20 s) and 615
+//! ("Concurrent access limit reached") are retried after the configured
+//! wait, by default the rate-limit window itself (20 s), and the classifier
+//! of a [`crate::MarketoClient`] also pauses the client's shared limiter for
+//! that long ([`MarketoClassifier::pausing`]): every caller waits for the
+//! window to pass, not just the one that was refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crm_core::{Error, ErrorKind};
 use crm_http::classify::{CTX_PROVIDER_CODE, CTX_PROVIDER_MESSAGE};
-use crm_http::{DefaultClassifier, ResponseClassifier, ResponseParts, Verdict};
+use crm_http::{
+    DefaultClassifier, LimitScope, RateLimitObservation, RateLimiter, ResponseClassifier,
+    ResponseParts, Verdict,
+};
 
 use crate::wire::{ApiError, ErrorEnvelope};
 
@@ -77,13 +88,16 @@ pub enum CodeClass {
     Transient,
     /// 603 (access denied), 600 (no token), 612, 703 (feature disabled): no retry.
     Denied,
-    /// 610 (resource not found), 1004 (lead not found), 1013 (object not found).
+    /// 610 (resource not found), 1004 (lead not found), 1013 (object not
+    /// found), 1015 (lead not in list).
     NotFound,
-    /// 1005 (lead already exists), 1007 (multiple leads match), 1008.
+    /// 1005 (lead already exists), 1007 (multiple leads match), 1008, 1037
+    /// (lead already in or past the program status).
     Conflict,
     /// 1006 (field not found), 1009/1010 (field type): the schema changed.
     SchemaMismatch,
-    /// 609, 1001, 1002, 1003 and other 1xxx codes: the request or record is invalid.
+    /// 609, 1001, 1002, 1003, 1025 (program status not found) and other 1xxx
+    /// codes: the request or record is invalid.
     Invalid,
 }
 
@@ -99,8 +113,8 @@ pub fn classify_code(code: &str, message: &str) -> CodeClass {
         "1029" if message.to_lowercase().contains("quota") => CodeClass::QuotaExhausted,
         "604" | "608" | "611" | "613" | "713" | "1016" | "1029" => CodeClass::Transient,
         "600" | "603" | "612" | "703" => CodeClass::Denied,
-        "610" | "1004" | "1013" => CodeClass::NotFound,
-        "1005" | "1007" | "1008" => CodeClass::Conflict,
+        "610" | "1004" | "1013" | "1015" => CodeClass::NotFound,
+        "1005" | "1007" | "1008" | "1037" => CodeClass::Conflict,
         "1006" | "1009" | "1010" => CodeClass::SchemaMismatch,
         _ => CodeClass::Invalid,
     }
@@ -147,25 +161,46 @@ pub fn record_error(reasons: &[ApiError], operation: &'static str) -> Error {
 /// | code | verdict |
 /// |------|---------|
 /// | 601, 602 | refresh the token once and re-send |
-/// | 606, 615 | [`ErrorKind::RateLimited`], retried after the configured wait |
+/// | 606, 615 | [`ErrorKind::RateLimited`], retried after the configured wait; with [`pausing`](Self::pausing) the shared limiter holds every caller for that wait |
 /// | 607, 1029 quota | [`ErrorKind::QuotaExhausted`], not retried |
 /// | 604, 608, 611, 613, 713, 1016, 1029 queue | [`ErrorKind::Transient`] |
 /// | others | see [`classify_code`] |
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MarketoClassifier {
     rate_wait: Duration,
+    pause: Option<Arc<RateLimiter>>,
 }
 
 impl MarketoClassifier {
     /// A classifier that asks for `rate_wait` after 606/615.
     pub fn new(rate_wait: Duration) -> Self {
-        MarketoClassifier { rate_wait }
+        MarketoClassifier {
+            rate_wait,
+            pause: None,
+        }
+    }
+
+    /// Also pauses `limiter` for the wait after a 606/615, so that every
+    /// request sharing it (other callers, other clients of the instance)
+    /// holds off until the window has passed, not only the refused one.
+    /// The limiter must be adaptive (the default of
+    /// [`crm_http::RateLimitConfig`]).
+    #[must_use]
+    pub fn pausing(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.pause = Some(limiter);
+        self
+    }
+
+    /// The wait after a 606/615.
+    pub fn rate_wait(&self) -> Duration {
+        self.rate_wait
     }
 }
 
 impl Default for MarketoClassifier {
+    /// Waits Marketo's rate-limit window, 20 s, after a 606/615.
     fn default() -> Self {
-        MarketoClassifier::new(Duration::from_secs(2))
+        MarketoClassifier::new(Duration::from_secs(20))
     }
 }
 
@@ -188,6 +223,13 @@ impl ResponseClassifier for MarketoClassifier {
         let code = first.map_or("", |e| e.code.as_str());
         let message = first.map_or("", |e| e.message.as_str());
         let class = classify_code(code, message);
+        if class == CodeClass::RateLimited
+            && let Some(limiter) = &self.pause
+        {
+            limiter.observe(&[
+                RateLimitObservation::new(LimitScope::Window, 0).reset_after(self.rate_wait)
+            ]);
+        }
         let kind = kind_of(class, self.rate_wait);
         let mut err = r
             .error(kind)
@@ -259,6 +301,43 @@ mod tests {
             assert_eq!(e.retry_after(), Some(Duration::from_millis(250)));
             assert_eq!(e.context_value(CTX_PROVIDER_CODE), Some(code));
         }
+    }
+
+    /// A 606 seen by a pausing classifier holds the shared limiter for the
+    /// wait: the next acquire, by any caller, waits it out.
+    #[tokio::test]
+    async fn rate_limit_codes_pause_the_shared_limiter() {
+        let wait = Duration::from_millis(300);
+        let limiter = Arc::new(RateLimiter::new(crm_http::RateLimitConfig::unlimited()).unwrap());
+        let c = MarketoClassifier::new(wait).pausing(Arc::clone(&limiter));
+        let method = Method::GET;
+        let headers = HeaderMap::new();
+        let quick = tokio::time::Instant::now();
+        drop(limiter.acquire().await.unwrap());
+        assert!(quick.elapsed() < Duration::from_millis(100));
+        let body = body("606", "Max rate limit '100' exceeded with in '20' secs");
+        let parts = ResponseParts::new(
+            "marketo",
+            "leads.get",
+            &method,
+            StatusCode::OK,
+            &headers,
+            body.as_bytes(),
+            &[],
+        );
+        let e = failure(c.classify(&parts));
+        assert_eq!(e.retry_after(), Some(wait));
+        let held = tokio::time::Instant::now();
+        drop(limiter.acquire().await.unwrap());
+        assert!(
+            held.elapsed() >= wait - Duration::from_millis(20),
+            "{:?}",
+            held.elapsed()
+        );
+        assert_eq!(
+            MarketoClassifier::default().rate_wait(),
+            Duration::from_secs(20)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod mapping;
+pub mod membership;
 pub mod sink;
 pub mod source;
 pub mod wire;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use crm_core::{Capabilities, Connector, ObjectSchema, Result};
 
-pub use client::{ExportKind, MarketoClient};
+pub use client::{AssetFilter, ExportKind, MarketoClient, MemberFilter, Paged};
 pub use config::{LeadFullRead, Limits, MarketoConfig, MarketoConfigBuilder};
 pub use error::{MarketoClassifier, MarketoError};
 pub use source::{ExportStats, ExportUsage};

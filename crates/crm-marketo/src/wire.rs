@@ -386,3 +386,244 @@ pub struct ExportJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_msg: Option<String>,
 }
+
+/// `{"id": leadId}`: `LeadLookupInputData` (Change Lead Program Status),
+/// `LeadInputData` (static list operations) and `InputLead` (Request Campaign).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadIdInput {
+    /// The lead id.
+    pub id: i64,
+}
+
+/// `POST /rest/v1/leads/programs/{programId}/status.json`
+/// (`ChangeLeadProgramStatusRequest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeLeadProgramStatusRequest {
+    /// The program status to set, one of the program channel's statuses.
+    pub status: String,
+    /// The leads (at most 300).
+    pub input: Vec<LeadIdInput>,
+}
+
+/// `{"leadId": leadId}` (`ProgramMemberStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramMemberLead {
+    /// The lead id.
+    pub lead_id: i64,
+}
+
+/// `POST /rest/v1/programs/{programId}/members/status.json`
+/// (`SyncProgramMemberStatusRequest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncProgramMemberStatusRequest {
+    /// The program status to set.
+    pub status_name: String,
+    /// The leads (at most 300).
+    pub input: Vec<ProgramMemberLead>,
+}
+
+/// `POST` / `DELETE /rest/v1/lists/{listId}/leads.json` (`ListOperationRequest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOperationRequest {
+    /// The leads (at most 300).
+    pub input: Vec<LeadIdInput>,
+}
+
+/// One result of a membership call: `ChangeLeadProgramStatusOutputData`
+/// (`id`, `status`, `reasons`), `ProgramMemberStatusResponse` (`seq`,
+/// `leadId`, `status`, `reasons`) and `ListOperationOutputData` (`id`,
+/// `status`, `reasons`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipResult {
+    /// Position in the input (Sync Program Member Status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<usize>,
+    /// The lead (program status and list calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// The lead (Sync Program Member Status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: Option<i64>,
+    /// `updated`, `created`, `added`, `removed`, `memberof`, `notmemberof`
+    /// or `skipped`.
+    #[serde(default)]
+    pub status: String,
+    /// Why a lead was skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<ApiError>,
+}
+
+impl MembershipResult {
+    /// The lead this result is for, when Marketo named it.
+    pub fn lead(&self) -> Option<i64> {
+        self.lead_id.or(self.id)
+    }
+}
+
+/// One program member of `GET /rest/v1/programs/{programId}/members.json`
+/// (`ProgramMember`): the documented fields plus whatever `fields` asked
+/// for (`statusName`, `updatedAt`, custom member fields, ...).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramMember {
+    /// Position in the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<usize>,
+    /// The lead.
+    pub lead_id: i64,
+    /// The program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_id: Option<i64>,
+    /// Whether the member reached the program's success status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_success: Option<bool>,
+    /// Whether the program acquired the lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_by: Option<bool>,
+    /// When the lead first became a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_date: Option<String>,
+    /// The other fields returned (`statusName`, `updatedAt`, ...).
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl ProgramMember {
+    /// The member's program status (`statusName`), when it was asked for.
+    pub fn status_name(&self) -> Option<&str> {
+        self.fields.get("statusName").and_then(Value::as_str)
+    }
+}
+
+/// `ProgramMembership`: a lead's membership in the program of
+/// `GET /rest/v1/leads/programs/{programId}.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramMembership {
+    /// The lead's program status.
+    pub progression_status: String,
+    /// When the lead first became a member.
+    #[serde(default)]
+    pub membership_date: String,
+    /// Whether the status is a success status.
+    #[serde(default)]
+    pub reached_success: bool,
+    /// Whether the program acquired the lead.
+    #[serde(default)]
+    pub acquired_by: bool,
+    /// Whether the lead is exhausted in the stream (engagement programs).
+    #[serde(default)]
+    pub is_exhausted: bool,
+    /// The stream (engagement programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The stream's cadence (engagement programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nurture_cadence: Option<String>,
+    /// When the membership last changed (sent by Marketo, not in the Swagger
+    /// description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// A lead of `GET /rest/v1/leads/programs/{programId}.json`: its fields and
+/// its `membership`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgramLead {
+    /// The lead id.
+    pub id: i64,
+    /// The membership in the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<ProgramMembership>,
+    /// The lead fields asked for.
+    #[serde(flatten)]
+    pub fields: WireRecord,
+}
+
+/// A static list (`StaticList` of `GET /rest/v1/lists.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticList {
+    /// The list id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The program holding it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_name: Option<String>,
+    /// Its workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_name: Option<String>,
+    /// When created.
+    #[serde(default)]
+    pub created_at: String,
+    /// When last changed.
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// A smart campaign (`Campaign` of `GET /rest/v1/campaigns.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Campaign {
+    /// The campaign id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `batch` or `trigger`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The parent program, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_id: Option<i64>,
+    /// The parent program's name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_name: Option<String>,
+    /// Its workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_name: Option<String>,
+    /// Whether a trigger campaign is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// When created.
+    #[serde(default)]
+    pub created_at: String,
+    /// When last changed.
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// A My Token overridden for one campaign run (`Token`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignToken {
+    /// `{{my.name}}`.
+    pub name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// `TriggerCampaignData`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerCampaignData {
+    /// The leads (at most 100).
+    pub leads: Vec<LeadIdInput>,
+    /// Token overrides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<CampaignToken>,
+}
+
+/// `POST /rest/v1/campaigns/{campaignId}/trigger.json` (`TriggerCampaignRequest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerCampaignRequest {
+    /// The run.
+    pub input: TriggerCampaignData,
+}

@@ -18,9 +18,10 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use crm_core::{
     Change, Connector, Cursor, ErrorKind, ReadRequest, Record, Sink, Source, Value, WriteBatch,
-    WriteOutcome,
+    WriteOp, WriteOutcome,
 };
 use crm_marketo::sim::{MarketoSimConfig, MarketoSimulator, SimState};
+use crm_marketo::wire::{SyncAction, SyncLeadRequest};
 use crm_marketo::{LeadFullRead, Limits, Marketo, MarketoConfig, MarketoConfigBuilder};
 use crm_sim::conformance::{self, Harness};
 use crm_sim::store::Fields;
@@ -700,4 +701,218 @@ async fn describe_reads_the_three_objects() {
     assert_eq!(opps.primary_key, vec!["marketoGUID".to_owned()]);
     assert!(opps.get("amount").is_some());
     assert!(m.check().await.is_ok());
+}
+
+/// Marketo's 606 means "more than 100 calls in the last 20 s": the client
+/// waits the whole window (the default wait is the configured window) and
+/// holds every other caller too, instead of retrying after 2 s into the
+/// same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_606_pauses_every_caller_until_the_window_has_passed() {
+    const PAUSE: Duration = Duration::from_millis(700);
+    let (sim, _) = start(sim_config()).await;
+    sim.context().faults().set_plan(
+        FaultPlan::new(4).rule(
+            FaultRule::new(Fault::RateLimited {
+                retry_after_s: 1,
+                burst: 1,
+            })
+            .when(Trigger::Nth(vec![1]))
+            .path_prefix("/rest/v1/leads.json"),
+        ),
+    );
+    let creds = sim.credentials();
+    // No rate_limit_wait: it defaults to the limits' window.
+    let config = MarketoConfig::builder(
+        sim.base_url(),
+        creds["client_id"].as_str().unwrap(),
+        SecretString::from(creds["client_secret"].as_str().unwrap().to_owned()),
+    )
+    .limits(Limits::new(100, PAUSE, 10, None))
+    .build()
+    .unwrap();
+    assert_eq!(config.rate_limit_wait(), PAUSE);
+    let m = Arc::new(Marketo::new(config).unwrap());
+    m.client().describe_leads().await.unwrap(); // token and a first call
+    let refused = {
+        let m = Arc::clone(&m);
+        tokio::spawn(async move {
+            m.client()
+                .query(
+                    crm_marketo::ObjectKind::Leads,
+                    "email",
+                    &["a@example.com".to_owned()],
+                    &[],
+                    300,
+                    None,
+                )
+                .await
+        })
+    };
+    // Another caller starting after the 606 is held as well.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let other = m
+        .client()
+        .describe_object(crm_marketo::ObjectKind::Companies);
+    let (refused, other) = futures_util::future::join(refused, other).await;
+    refused.unwrap().unwrap();
+    other.unwrap();
+    let log = sim.request_log().entries();
+    let storm = log
+        .iter()
+        .find(|e| e.fault.as_deref() == Some("rate_limited"))
+        .expect("the 606 was sent");
+    let after: Vec<_> = log.iter().filter(|e| e.seq > storm.seq).collect();
+    assert_eq!(after.len(), 2, "the retry and the other call: {after:?}");
+    for e in after {
+        assert!(
+            e.at >= storm.at + PAUSE - Duration::from_millis(50),
+            "{} {} went {:?} after the 606",
+            e.method,
+            e.path,
+            e.at - storm.at
+        );
+    }
+    let metrics = m.client().metrics().snapshot();
+    assert_eq!(
+        metrics
+            .endpoint("marketo", "leads.get")
+            .unwrap()
+            .rate_limited,
+        1
+    );
+}
+
+/// `createOnly` on an existing lead is skipped with 1005 and `updateOnly`
+/// on a missing one with 1004 (Marketo's record-level codes), through the
+/// sink (`WriteOp::Create` / `WriteOp::Update`) and the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_only_and_update_only_leads_end_to_end() {
+    let (sim, _) = start(sim_config()).await;
+    let existing = sim.context().store().create(
+        "leads",
+        fields(json!({"email": "old@example.com", "firstName": "Old"})),
+    );
+    let m = Marketo::new(builder(&sim).build().unwrap()).unwrap();
+
+    let out = m
+        .write(
+            "leads",
+            WriteBatch::new(
+                WriteOp::Create,
+                vec![
+                    Record::new()
+                        .with("email", "old@example.com")
+                        .with("firstName", "Again"),
+                    Record::new()
+                        .with("email", "new@example.com")
+                        .with("firstName", "New"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    match &out[0] {
+        WriteOutcome::Rejected { index, error } => {
+            assert_eq!(*index, 0);
+            assert_eq!(error.kind(), &ErrorKind::Conflict);
+            assert_eq!(error.context_value("provider_code"), Some("1005"));
+        }
+        other => panic!("createOnly on an existing lead: {other:?}"),
+    }
+    let WriteOutcome::Created(new_id) = &out[1] else {
+        panic!("createOnly on a new lead: {:?}", out[1]);
+    };
+    assert_eq!(
+        sim.context()
+            .store()
+            .get_live("leads", &existing.id)
+            .unwrap()
+            .fields["firstName"],
+        json!("Old"),
+        "the existing lead was not touched"
+    );
+
+    let out = m
+        .write(
+            "leads",
+            WriteBatch::new(
+                WriteOp::Update,
+                vec![
+                    Record::new()
+                        .with_id(existing.id.clone())
+                        .with("firstName", "Updated"),
+                    Record::new()
+                        .with_id(crm_core::RecordId::new("987654"))
+                        .with("firstName", "Ghost"),
+                    Record::new().with("firstName", "No id"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out[0], WriteOutcome::Updated(id) if *id == existing.id),
+        "{:?}",
+        out[0]
+    );
+    match &out[1] {
+        WriteOutcome::Rejected { index, error } => {
+            assert_eq!(*index, 1);
+            assert_eq!(error.kind(), &ErrorKind::NotFound);
+            assert_eq!(error.context_value("provider_code"), Some("1004"));
+        }
+        other => panic!("updateOnly on a missing lead: {other:?}"),
+    }
+    assert!(
+        matches!(&out[2], WriteOutcome::Rejected { index: 2, error } if error.kind() == &ErrorKind::InvalidInput)
+    );
+    let stored = sim
+        .context()
+        .store()
+        .get_live("leads", &existing.id)
+        .unwrap();
+    assert_eq!(stored.fields["firstName"], json!("Updated"));
+    assert_eq!(
+        sim.context()
+            .store()
+            .count("leads", crm_sim::store::Deleted::Exclude),
+        2
+    );
+    assert!(sim.context().store().get_live("leads", new_id).is_some());
+
+    // The same codes through the client, with updateOnly looked up by email.
+    let wire = |email: &str| {
+        let mut w = crm_marketo::wire::WireRecord::new();
+        w.insert("email".into(), json!(email));
+        w.insert("lastName".into(), json!("L"));
+        w
+    };
+    let results = m
+        .client()
+        .sync_leads(&SyncLeadRequest {
+            action: Some(SyncAction::UpdateOnly),
+            lookup_field: Some("email".into()),
+            input: vec![wire("old@example.com"), wire("nobody@example.com")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, "updated");
+    assert_eq!(results[1].status, "skipped");
+    assert_eq!(results[1].reasons[0].code, "1004");
+    let results = m
+        .client()
+        .sync_leads(&SyncLeadRequest {
+            action: Some(SyncAction::CreateOnly),
+            lookup_field: Some("email".into()),
+            input: vec![wire("new@example.com")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(results[0].status, "skipped");
+    assert_eq!(results[0].reasons[0].code, "1005");
+    assert_eq!(
+        sim.request_log().count_calls("POST", "/rest/v1/leads.json"),
+        4
+    );
 }

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use crm_core::{Connector, ReadRequest, Record, Sink, Source, WriteBatch, WriteOp};
-use crm_marketo::sim::{MarketoSimConfig, MarketoSimulator};
+use crm_marketo::sim::{MarketoSimConfig, MarketoSimulator, SimCampaign, SimList, SimProgram};
 use crm_marketo::wire::{
-    DateRange, DeleteRequest, ExportFilter, ExportRequest, SyncAction, SyncLeadRequest,
-    SyncObjectRequest,
+    CampaignToken, ChangeLeadProgramStatusRequest, DateRange, DeleteRequest, ExportFilter,
+    ExportRequest, LeadIdInput, ListOperationRequest, ProgramMemberLead, SyncAction,
+    SyncLeadRequest, SyncObjectRequest, SyncProgramMemberStatusRequest, TriggerCampaignData,
+    TriggerCampaignRequest,
 };
-use crm_marketo::{LeadFullRead, Limits, Marketo, MarketoConfig};
+use crm_marketo::{AssetFilter, LeadFullRead, Limits, Marketo, MarketoConfig, MemberFilter};
 use crm_sim::SimServer;
 use futures_util::StreamExt;
 use secrecy::SecretString;
@@ -96,6 +98,16 @@ fn keys_declared(spec: &Value, def: &Value, value: &Value, what: &str) {
                 "LeadChange",
                 "LeadAttribute",
                 "Activity",
+                "LeadLookupInputData",
+                "LeadInputData",
+                "InputLead",
+                "ProgramMemberStatus",
+                "Token",
+                "ChangeLeadProgramStatusOutputData",
+                "ProgramMemberStatusResponse",
+                "ListOperationOutputData",
+                "StaticList",
+                "Campaign",
             ]
             .iter()
             .any(|n| r.ends_with(n));
@@ -116,10 +128,12 @@ async fn requests_and_responses_match_the_swagger_description() {
     };
     let mut cfg = MarketoSimConfig::default();
     cfg.export_processing_polls = 1;
-    let sim = SimServer::new(MarketoSimulator::new(cfg))
-        .start()
-        .await
-        .unwrap();
+    let simulator = MarketoSimulator::new(cfg);
+    let state = Arc::clone(simulator.state());
+    state.add_program(SimProgram::new(1001, "Webinar"));
+    state.add_list(SimList::new(7, "Attendees").in_program("Webinar"));
+    state.add_campaign(SimCampaign::requestable(31, "Follow-up").in_program(1001, "Webinar"));
+    let sim = SimServer::new(simulator).start().await.unwrap();
     let creds = sim.credentials();
     let builder = |mode| {
         MarketoConfig::builder(
@@ -203,6 +217,54 @@ async fn requests_and_responses_match_the_swagger_description() {
     )
     .await
     .unwrap();
+    // Membership: programs, static lists, smart campaigns.
+    let lead: i64 = lead_out[0].id().unwrap().as_str().parse().unwrap();
+    m.sync_program_status(1001, "Registered", &[lead])
+        .await
+        .unwrap();
+    m.change_program_status(1001, "Attended", &[lead])
+        .await
+        .unwrap();
+    let mut pages = m.program_members(1001, &[]);
+    while let Some(p) = pages.next().await {
+        p.unwrap();
+    }
+    drop(pages);
+    let now = Utc::now();
+    let mut pages = m.program_members_updated(
+        1001,
+        now - TimeDelta::days(1),
+        now + TimeDelta::hours(1),
+        &[],
+    );
+    while let Some(p) = pages.next().await {
+        assert_eq!(p.unwrap().len(), 1);
+    }
+    drop(pages);
+    m.client()
+        .program_members(1001, &MemberFilter::LeadIds(vec![lead]), &[], 300, None)
+        .await
+        .unwrap();
+    m.lists(&AssetFilter::all().names(["Attendees"]))
+        .await
+        .unwrap();
+    m.add_to_list(7, &[lead]).await.unwrap();
+    let mut pages = m.list_members(7, &[]);
+    while let Some(p) = pages.next().await {
+        p.unwrap();
+    }
+    drop(pages);
+    m.client().list_membership(7, &[lead]).await.unwrap();
+    m.remove_from_list(7, &[lead]).await.unwrap();
+    m.campaigns(&AssetFilter::all().triggerable(true))
+        .await
+        .unwrap();
+    let tokens = [CampaignToken {
+        name: "{{my.Topic}}".into(),
+        value: "APIs".into(),
+    }];
+    m.request_campaign(31, &[lead], &tokens).await.unwrap();
+
     let bulk = Marketo::new(builder(LeadFullRead::BulkExtract)).unwrap();
     for o in ["leads", "activities"] {
         let mut s = bulk.read(ReadRequest::full(o));
@@ -315,6 +377,57 @@ async fn requests_and_responses_match_the_swagger_description() {
         "ExportLeadFilter",
     );
 
+    let ids = vec![LeadIdInput { id: 1 }];
+    let status_req = serde_json::to_value(ChangeLeadProgramStatusRequest {
+        status: "Attended".into(),
+        input: ids.clone(),
+    })
+    .unwrap();
+    keys_declared(
+        &specs.mapi,
+        &body_def("POST", "/rest/v1/leads/programs/1001/status.json"),
+        &status_req,
+        "ChangeLeadProgramStatusRequest",
+    );
+    let member_req = serde_json::to_value(SyncProgramMemberStatusRequest {
+        status_name: "Attended".into(),
+        input: vec![ProgramMemberLead { lead_id: 1 }],
+    })
+    .unwrap();
+    keys_declared(
+        &specs.mapi,
+        &body_def("POST", "/rest/v1/programs/1001/members/status.json"),
+        &member_req,
+        "SyncProgramMemberStatusRequest",
+    );
+    let list_req = serde_json::to_value(ListOperationRequest { input: ids.clone() }).unwrap();
+    for method in ["POST", "DELETE"] {
+        keys_declared(
+            &specs.mapi,
+            &body_def(method, "/rest/v1/lists/7/leads.json"),
+            &list_req,
+            "ListOperationRequest",
+        );
+    }
+    let trigger_req = serde_json::to_value(TriggerCampaignRequest {
+        input: TriggerCampaignData {
+            leads: ids,
+            tokens: tokens.to_vec(),
+        },
+    })
+    .unwrap();
+    let def = body_def("POST", "/rest/v1/campaigns/31/trigger.json");
+    keys_declared(&specs.mapi, &def, &trigger_req, "TriggerCampaignRequest");
+    keys_declared(
+        &specs.mapi,
+        Specs::definition(
+            &specs.mapi,
+            def["properties"]["input"]["$ref"].as_str().unwrap(),
+        ),
+        &trigger_req["input"],
+        "TriggerCampaignData",
+    );
+
     // Responses of the simulator: declared envelope and item properties.
     let http = crm_http::reqwest::Client::new();
     let token: Value = http
@@ -346,6 +459,14 @@ async fn requests_and_responses_match_the_swagger_description() {
         "/rest/v1/activities/pagingtoken.json?sinceDatetime=2024-01-01T00:00:00Z",
         "/bulk/v1/leads/export/1/status.json",
         "/rest/v1/leads.json?filterType=id&filterValues=1&batchSize=301",
+        "/rest/v1/leads/programs/1001.json",
+        "/rest/v1/leads/programs/4242.json",
+        "/rest/v1/programs/1001/members.json?filterType=leadId&filterValues=1",
+        "/rest/v1/programs/1001/members.json?filterType=statusName&filterValues=Attended",
+        "/rest/v1/lists.json",
+        "/rest/v1/lists/7/leads.json",
+        "/rest/v1/lists/7/leads/ismember.json?id=1",
+        "/rest/v1/campaigns.json",
     ];
     for g in gets {
         let (path, _) = g.split_once('?').unwrap_or((g, ""));
@@ -399,5 +520,59 @@ async fn requests_and_responses_match_the_swagger_description() {
             op["responses"]["200"]["schema"]["$ref"].as_str().unwrap(),
         );
         keys_declared(spec, def, &body, &path);
+    }
+    let lead_id = lead;
+    let writes = [
+        (
+            "POST",
+            "/rest/v1/programs/1001/members/status.json",
+            json!({"statusName": "Registered", "input": [{"leadId": lead_id}, {"leadId": 999_999}]}),
+        ),
+        (
+            "POST",
+            "/rest/v1/leads/programs/1001/status.json",
+            json!({"status": "Attended", "input": [{"id": lead_id}, {"id": 999_999}]}),
+        ),
+        (
+            "POST",
+            "/rest/v1/leads/programs/1001/status.json",
+            json!({"status": "Nope", "input": [{"id": lead_id}]}),
+        ),
+        (
+            "POST",
+            "/rest/v1/lists/7/leads.json",
+            json!({"input": [{"id": lead_id}, {"id": 999_999}]}),
+        ),
+        (
+            "DELETE",
+            "/rest/v1/lists/7/leads.json",
+            json!({"input": [{"id": lead_id}, {"id": lead_id}]}),
+        ),
+        (
+            "POST",
+            "/rest/v1/campaigns/31/trigger.json",
+            json!({"input": {"leads": [{"id": lead_id}]}}),
+        ),
+    ];
+    for (method, path, req) in writes {
+        let method = crm_http::reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let body: Value = http
+            .request(method.clone(), sim.url(path))
+            .header("authorization", &bearer)
+            .header("content-type", "application/json")
+            .body(req.to_string())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap();
+        let (spec, op) = specs.operation(method.as_str(), path).unwrap();
+        let def = Specs::definition(
+            spec,
+            op["responses"]["200"]["schema"]["$ref"].as_str().unwrap(),
+        );
+        keys_declared(spec, def, &body, path);
     }
 }

@@ -11,6 +11,16 @@
 //! | `GET /rest/v1/{object}/describe.json` | field descriptions |
 //! | `GET /rest/v1/activities/pagingtoken.json`, `leadchanges.json`, `deletedleads.json` | activity feeds derived from the store's change order |
 //! | `/bulk/v1/{leads,activities}/export/...` | create, enqueue, status, file (streamed CSV); 31-day ranges; a daily export byte quota (1029) |
+//! | `GET /rest/v1/leads/programs/{programId}.json` | a program's members with `membership`, paged |
+//! | `GET /rest/v1/programs/{programId}/members.json` | `filterType` `leadId`, `statusName`, `reachedSuccess` or `updatedAt` (`startAt`/`endAt`, ≤ 7 days), `fields`, paged with `moreResult` |
+//! | `POST /rest/v1/leads/programs/{programId}/status.json` | `{status, input: [{id}]}`, members only; per-lead `updated`/`skipped` (1004, 1013, 1037) |
+//! | `POST /rest/v1/programs/{programId}/members/status.json` | `{statusName, input: [{leadId}]}`, adds members; `created`/`updated`/`skipped` with `seq` |
+//! | `GET /rest/v1/lists.json`, `GET`/`POST`/`DELETE /rest/v1/lists/{listId}/leads.json`, `GET .../leads/ismember.json` | static lists and their members (`added`, `removed`, 1004, 1015) |
+//! | `GET /rest/v1/campaigns.json`, `POST /rest/v1/campaigns/{campaignId}/trigger.json` | smart campaigns; Request Campaign on active, requestable trigger campaigns (≤ 100 leads) |
+//!
+//! Programs, lists and campaigns are defined through [`SimState`] (see the
+//! [`membership`] module); an unknown one answers 1013, a status the
+//! program's channel lacks 1025.
 //!
 //! Errors come as Marketo sends them: HTTP 200 with `success: false` and
 //! `errors: [{code, message}]`. Calls are limited per window (606), per day
@@ -34,6 +44,12 @@ use crm_sim::auth::{AuthFailure, AuthGuard, AuthMethod, OAuthClient, TokenReques
 use crm_sim::store::{ChangeKey, ChangeQuery, Deleted, Fields, IdGenerator, StoredRecord};
 use crm_sim::{RateLimited, RecordFaults, ResponseForm, SimContext, Simulator, Window};
 use serde_json::{Value as J, json};
+
+pub mod membership;
+
+pub use membership::{
+    CampaignRun, SimCampaign, SimList, SimMembership, SimProgram, SimProgramStatus,
+};
 
 use crate::ObjectKind;
 use crate::wire::{
@@ -140,6 +156,7 @@ pub struct SimState {
     fail_activity_exports: AtomicBool,
     jobs: Mutex<HashMap<String, Job>>,
     next_job: AtomicU64,
+    catalog: Mutex<membership::Catalog>,
 }
 
 #[derive(Clone, Debug)]
@@ -195,8 +212,11 @@ impl SimState {
         out.sort();
         out.into_iter().map(|(_, r)| r).collect()
     }
-    /// Forgets jobs and counts and makes new ids start at 1 again (a fresh instance).
+    /// Forgets jobs, counts, program and list memberships and campaign runs
+    /// (programs, lists and campaigns stay defined) and makes new ids start
+    /// at 1 again (a fresh instance).
     pub fn reset(&self) {
+        self.reset_membership();
         self.jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -345,7 +365,7 @@ impl Simulator for MarketoSimulator {
             Window::sliding("rate", self.config.calls_per_window, self.config.window),
             Window::fixed("daily", self.config.daily, Duration::from_secs(86_400)),
         ]);
-        let api = Router::new()
+        let api = membership::routes(Router::new())
             .route("/rest/v1/leads/describe.json", get(describe_leads))
             .route("/rest/v1/{object}/describe.json", get(describe_object))
             .route("/rest/v1/activities/pagingtoken.json", get(paging_token))
@@ -385,9 +405,17 @@ impl Simulator for MarketoSimulator {
     }
 
     fn seed_demo_data(&self, ctx: &SimContext, seed: u64) {
+        self.state
+            .add_program(SimProgram::new(1001, "Demo Webinar"));
+        self.state
+            .add_list(SimList::new(1, "Demo List").in_program("Demo Webinar"));
+        self.state.add_campaign(
+            SimCampaign::requestable(1, "Demo Follow-up").in_program(1001, "Demo Webinar"),
+        );
+        self.state.add_campaign(SimCampaign::batch(2, "Demo Batch"));
         for i in 0..50u64 {
             let n = seed.wrapping_mul(31).wrapping_add(i);
-            ctx.store().create(
+            let lead = ctx.store().create(
                 "leads",
                 fields(json!({
                     "email": format!("lead{n}@example.com"),
@@ -397,6 +425,17 @@ impl Simulator for MarketoSimulator {
                     "leadSource": "Website",
                 })),
             );
+            if let Some(id) = int_id("leads", &lead.id)
+                && i % 5 == 0
+            {
+                let status = if i % 10 == 0 {
+                    "Attended"
+                } else {
+                    "Registered"
+                };
+                self.state
+                    .set_program_member(1001, id, status, lead.created_at);
+            }
         }
         for i in 0..10u64 {
             ctx.store().create(
