@@ -1,5 +1,9 @@
 //! The sync orchestrator of crm-connectors.
 //!
+//! - [`bidi`]: bidirectional sync between two connectors through the
+//!   per-record sync state: echo suppression, three-way merges with
+//!   field-level conflict policies, the review queue for manual conflicts
+//!   and an audit entry for every write.
 //! - [`pipeline`]: the page-by-page pipeline of seed 000 (extract, validate
 //!   and clean, transform, dedupe, match to campaigns, store, checkpoint),
 //!   crash-safe by construction: a page's cursor is committed only after the
@@ -16,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bidi;
 pub mod campaigns;
 pub mod cli;
 pub mod config;
