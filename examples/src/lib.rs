@@ -8,7 +8,9 @@
 //! | example | module | what |
 //! |---|---|---|
 //! | `reverse_etl_salesforce` | [`reverse_etl`] | seed 001: scores from PostgreSQL onto Salesforce Contacts |
+//! | `bookings_writeback` | [`writeback`] | seed 000: pacing figures from SQLite into the bookings Google Sheet |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod reverse_etl;
+pub mod writeback;

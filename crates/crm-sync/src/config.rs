@@ -1,12 +1,16 @@
 //! [`SyncJob`]: a sync loaded from YAML in the seeds' shapes.
 //!
 //! The top-level keys are seed 000's: a `sheet:` or `database:` source (with
-//! seed 000's sibling `pool:`), `validation:`, `matching:`, `write_back:` and
-//! the `crm:` block (`sync`, `google_sheets`, `database`, `matching`), plus
-//! what a runnable job also needs: `name`, `campaigns` (what bookings are
-//! matched to), `destination` (the store; an embedded SQLite file by
-//! default) and `state` (checkpoints, dead letters, review queue; the
+//! seed 000's sibling `pool:`), `oauth:`, `validation:`, `matching:`,
+//! `write_back:` and the `crm:` block (`sync`, `google_sheets`, `database`,
+//! `matching`), plus what a runnable job also needs: `name`, `campaigns`
+//! (what bookings are matched to), `dedupe` (how rows sharing a key are
+//! folded; on by default), `destination` (the store; an embedded SQLite file
+//! by default) and `state` (checkpoints, dead letters, review queue; the
 //! destination's database by default).
+//!
+//! `crm.google_sheets.rate_limit` and `oauth.scopes` apply to the `sheet:`
+//! source (see [`SyncJob::sheet_config`]).
 //!
 //! Unknown keys and wrong types are errors naming the YAML path and line.
 //! `${NAME}` values are resolved when a connection is opened, never while
@@ -34,10 +38,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crm_core::dedupe::{Deduper, MergePolicy};
 use crm_core::mapping::WriteBackConfig;
 use crm_core::matching::MatchingConfig;
 use crm_core::validate::ValidationRules;
-use crm_sheets::SheetsConfig;
+use crm_sheets::{RateLimit, SheetsConfig};
 use crm_sql::config::{PoolConfig, SqlConfig};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -154,6 +159,10 @@ pub struct SyncJob {
     /// The campaigns bookings are matched to.
     #[serde(default)]
     pub campaigns: Option<CampaignsSource>,
+    /// How records sharing a key are folded within each page (see
+    /// [`SyncJob::deduper`]); on by default.
+    #[serde(default)]
+    pub dedupe: Option<DedupeSection>,
     /// Seed 000 write-back.
     #[serde(default)]
     pub write_back: Option<WriteBackConfig>,
@@ -169,6 +178,13 @@ pub struct SyncJob {
     /// The webhook receiver of `crm-sync serve`.
     #[serde(default)]
     pub webhooks: Option<WebhooksSection>,
+    /// Seed 001 alert rules (`condition: lag_minutes > 60`); see
+    /// [`crate::monitor`].
+    #[serde(default)]
+    pub alerts: Vec<crate::monitor::AlertRule>,
+    /// Health thresholds, metrics window, quotas and the alert webhook.
+    #[serde(default)]
+    pub monitoring: Option<crate::monitor::MonitoringSection>,
 }
 
 /// `webhooks:`: what `crm-sync serve` listens on, the secrets each
@@ -242,6 +258,68 @@ pub struct OAuthSection {
     /// OAuth scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+/// `dedupe:`: records of one page that share a key become one.
+///
+/// ```yaml
+/// dedupe:
+///   key: booking_id        # or [client_name, campaign_name]; see SyncJob::deduper
+///   policy: newest         # first | last | newest | fieldwise_non_null
+///   case_insensitive: false
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeSection {
+    /// `false` turns the stage off.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The key field(s): a name or a list. Absent: the job's key (see
+    /// [`SyncJob::deduper`]).
+    #[serde(default)]
+    pub key: Option<DedupeKey>,
+    /// Which record of a group is kept (default `newest`: the latest
+    /// `updated_at`, the later row on a tie or without one).
+    #[serde(default = "default_merge_policy")]
+    pub policy: MergePolicy,
+    /// Compare keys trimmed and case-insensitively.
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+impl Default for DedupeSection {
+    fn default() -> Self {
+        DedupeSection {
+            enabled: true,
+            key: None,
+            policy: default_merge_policy(),
+            case_insensitive: false,
+        }
+    }
+}
+
+fn default_merge_policy() -> MergePolicy {
+    MergePolicy::Newest
+}
+
+/// `dedupe.key`: one field or several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DedupeKey {
+    /// One field.
+    One(String),
+    /// Several fields, all of which must be non-blank for a record to have a key.
+    Many(Vec<String>),
+}
+
+impl DedupeKey {
+    /// The fields.
+    pub fn fields(&self) -> Vec<String> {
+        match self {
+            DedupeKey::One(f) => vec![f.clone()],
+            DedupeKey::Many(fs) => fs.clone(),
+        }
+    }
 }
 
 /// Where campaigns come from: exactly one of `file` and `database`.
@@ -377,9 +455,12 @@ pub struct GoogleSheetsSettings {
     /// The credentials: a service-account key file path or its JSON, usually `${GOOGLE_CREDENTIALS}`.
     #[serde(default)]
     pub credentials: Option<SecretString>,
-    /// Requests per 100 seconds.
+    /// The request rate of the sheet source: a number is requests per 100
+    /// seconds (seed 000's `rate_limit: 100`); `"60 per minute"` and
+    /// `{requests: 60, per_seconds: 60}` work too. It replaces the default
+    /// of `sheet.rate_limit` (see [`SyncJob::sheet_config`]).
     #[serde(default)]
-    pub rate_limit: Option<u32>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Seed 000 `crm.database`.
@@ -417,6 +498,18 @@ impl SyncJob {
                 "`campaigns:` takes exactly one of `file: campaigns.csv` and `database: {...}`",
             ));
         }
+        if let Err(message) = job.sheet_config() {
+            return Err(ConfigError::new(origin, message));
+        }
+        if let Some(d) = &job.dedupe
+            && let Some(key) = &d.key
+            && (key.fields().is_empty() || key.fields().iter().any(|f| f.trim().is_empty()))
+        {
+            return Err(ConfigError::new(
+                origin,
+                "`dedupe.key` needs at least one non-empty field name (e.g. `key: booking_id`)",
+            ));
+        }
         // `crm.matching` tunes `matching:` (and nothing without it).
         if let (Some(matching), Some(settings)) = (job.matching.take(), job.crm.matching.clone()) {
             job.matching = Some(matching.with_settings(settings));
@@ -442,6 +535,97 @@ impl SyncJob {
             job.rebase(dir);
         }
         Ok(job)
+    }
+
+    /// The `sheet:` block as the connector gets it: seed 000's
+    /// `crm.google_sheets.rate_limit` as its rate limit and `oauth.scopes` as
+    /// its OAuth scopes. `None` for a job without a sheet source.
+    ///
+    /// The same setting may also be given inside `sheet:` (`rate_limit`,
+    /// `scopes`); given in both places, the values must agree.
+    ///
+    /// # Errors
+    /// A message naming both keys when they disagree.
+    pub fn sheet_config(&self) -> Result<Option<SheetsConfig>, String> {
+        let Some(sheet) = &self.sheet else {
+            return Ok(None);
+        };
+        let mut cfg = sheet.clone();
+        if let Some(limit) = self.crm.google_sheets.as_ref().and_then(|g| g.rate_limit) {
+            // `sheet.rate_limit` always has a value (its default when not
+            // written), so only a non-default one can disagree.
+            if cfg.rate_limit != RateLimit::default() && cfg.rate_limit != limit {
+                return Err(format!(
+                    "`sheet.rate_limit` ({}) and `crm.google_sheets.rate_limit` ({limit}) disagree; \
+                     keep one of them",
+                    cfg.rate_limit
+                ));
+            }
+            cfg.rate_limit = limit;
+        }
+        if let Some(scopes) = self
+            .oauth
+            .as_ref()
+            .map(|o| &o.scopes)
+            .filter(|s| !s.is_empty())
+        {
+            if let Some(own) = &cfg.scopes
+                && own != scopes
+            {
+                return Err(
+                    "`sheet.scopes` and `oauth.scopes` list different scopes; keep one of them"
+                        .to_owned(),
+                );
+            }
+            cfg.scopes = Some(scopes.clone());
+        }
+        Ok(Some(cfg))
+    }
+
+    /// The dedupe stage of the job, or `None` when it is off (`dedupe:
+    /// {enabled: false}`) or no key is known.
+    ///
+    /// The key is `dedupe.key`; without it, the job's key: the first
+    /// `unique` field of `validation:` (seed 000: `booking_id`), else the
+    /// sheet's `key_field`, else the database source's `primary_key`. The
+    /// policy is `dedupe.policy`, `newest` by default.
+    ///
+    /// Dedupe runs after validation, on each page: with seed 000's
+    /// `unique: true` on `booking_id` a repeated key is already a dead
+    /// letter (and a sheet marks a repeated key as a problem of the row), so
+    /// the stage folds rows only when no such rule catches them.
+    pub fn deduper(&self) -> Option<Deduper> {
+        let section = self.dedupe.clone().unwrap_or_default();
+        if !section.enabled {
+            return None;
+        }
+        let key = match &section.key {
+            Some(k) => k.fields(),
+            None => {
+                let from_rules = self
+                    .validation
+                    .as_ref()
+                    .and_then(|v| v.key_field())
+                    .map(str::to_owned);
+                let from_sheet = || self.sheet.as_ref().map(|s| s.key_field.clone());
+                match from_rules.or_else(from_sheet) {
+                    Some(f) => vec![f],
+                    None => self
+                        .database
+                        .as_ref()
+                        .map(|d| d.primary_key.clone())
+                        .unwrap_or_default(),
+                }
+            }
+        };
+        if key.is_empty() {
+            return None;
+        }
+        let mut deduper = Deduper::new(key).policy(section.policy);
+        if section.case_insensitive {
+            deduper = deduper.case_insensitive();
+        }
+        Some(deduper)
     }
 
     fn rebase(&mut self, dir: &Path) {

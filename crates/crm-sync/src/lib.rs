@@ -4,6 +4,8 @@
 //!   per-record sync state: echo suppression, three-way merges with
 //!   field-level conflict policies, the review queue for manual conflicts
 //!   and an audit entry for every write.
+//! - [`fanout`]: seed 004's contacts in every configured CRM at once, and
+//!   the unified contact view across CRMs keyed by email.
 //! - [`pipeline`]: the page-by-page pipeline of seed 000 (extract, validate
 //!   and clean, transform, dedupe, match to campaigns, store, checkpoint),
 //!   crash-safe by construction: a page's cursor is committed only after the
@@ -15,8 +17,12 @@
 //! - [`schedule`]: cron expressions, intervals and the job scheduler.
 //! - [`serve`]: the webhook receiver of `crm-sync serve` and the processor
 //!   of its durable queue.
+//! - [`worker`]: `crm-sync worker` processes taking leased jobs from a
+//!   durable job table, with a rate budget shared per provider account.
 //! - [`config`]: [`config::SyncJob`] loaded from YAML in the seeds' shapes.
+//! - [`writeback`]: seed 000 write-back of platform figures into the bookings sheet.
 //! - [`cli`]: the `crm-sync` command line.
+//! - [`monitor`]: sync health, Prometheus metrics and alert rules (seeds 001, 002).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -24,12 +30,16 @@ pub mod bidi;
 pub mod campaigns;
 pub mod cli;
 pub mod config;
+pub mod fanout;
+pub mod monitor;
 pub mod pipeline;
 pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod serve;
 pub mod state;
+pub mod worker;
+pub mod writeback;
 
 pub use pipeline::{Mode, Pipeline};
 pub use report::RunReport;

@@ -12,13 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_core::env::{from_process, interpolate};
+use crm_core::mapping::{column_index, column_letters};
 use crm_core::model::Campaign;
 use crm_core::{
     Change, Connector, Error, FieldSchema, FieldType, ObjectSchema, ReadRequest, Sink, Source,
 };
+use crm_sheets::a1::quote_sheet;
 use crm_sheets::auth::GoogleCredentials;
+use crm_sheets::cell::Cell;
 use crm_sheets::client::ClientOptions;
+use crm_sheets::mapping::effective_columns;
+use crm_sheets::schema::check_headers;
 use crm_sheets::source::SheetsConnector;
+use crm_sheets::wire::{DateTimeRenderOption, ValueRenderOption};
 use crm_sql::state::{CredentialKey, StateStore};
 use crm_sql::{SqlConfig, SqlConnector, booking_schema};
 use futures_util::StreamExt;
@@ -141,6 +147,80 @@ fn credentials(job: &SyncJob, base: &Path) -> Result<GoogleCredentials, Error> {
     }
 }
 
+/// What to check when a database cannot be reached, after the error itself.
+const DATABASE_HINT: &str = "Check that the host and port are right, that the database server is \
+     running and accepts connections from this machine, and that the username, password and \
+     database name are correct";
+
+/// The same for an SQLite file.
+const SQLITE_HINT: &str = "Check the file's path (a relative one is taken from the job file's \
+     folder), that its folder exists and that this user may read and write there";
+
+/// Turns a failed connection to a database into a setup error that names
+/// the database (never its password) and says what to check. Config errors
+/// (`invalid_input`) already say what to fix and are kept as they are.
+fn connect_error(e: Error, what: &str, target: Option<String>) -> Error {
+    if e.kind() == &crm_core::ErrorKind::InvalidInput {
+        return e;
+    }
+    let hint = if target.as_deref().is_some_and(|t| t.starts_with("sqlite")) {
+        SQLITE_HINT
+    } else {
+        DATABASE_HINT
+    };
+    let target = target.map(|t| format!(" {t}")).unwrap_or_default();
+    Error::new(
+        e.kind().clone(),
+        format!("cannot connect to the {what} database{target} ({e}). {hint}"),
+    )
+}
+
+fn config_target(cfg: &SqlConfig) -> Option<String> {
+    cfg.resolve().ok().map(|r| r.describe_target())
+}
+
+fn url_target(url: &str) -> Option<String> {
+    SqlConfig::from_url(url.to_owned())
+        .ok()
+        .as_ref()
+        .and_then(config_target)
+}
+
+/// The Google Sheets connector of a job with a `sheet:` source: the sheet
+/// config with `crm.google_sheets.rate_limit` and `oauth.scopes` applied
+/// ([`SyncJob::sheet_config`]) and the overrides (a simulator's URL and
+/// credentials). `Ok(None)` for a job without a sheet source.
+///
+/// # Errors
+/// [`crm_core::ErrorKind::InvalidInput`] for an invalid sheet config or
+/// missing or unreadable credentials.
+pub fn sheets_connector(
+    job: &SyncJob,
+    sheet_base_url: Option<&str>,
+    google_credentials: Option<GoogleCredentials>,
+    base: &Path,
+) -> Result<Option<SheetsConnector>, Error> {
+    let Some(mut cfg) = job.sheet_config().map_err(Error::invalid_input)? else {
+        return Ok(None);
+    };
+    if let Some(url) = sheet_base_url {
+        cfg.base_url = Some(url.to_owned());
+    }
+    let creds = match google_credentials {
+        Some(c) => c,
+        None => credentials(job, base)?,
+    };
+    SheetsConnector::with_options(cfg, &creds, ClientOptions::default()).map(Some)
+}
+
+/// An opened source: the connector, and the same connector as a
+/// [`SheetsConnector`] for a sheet source (`crm-sync check` reads its header
+/// row).
+struct Opened {
+    source: Box<dyn Source>,
+    sheet: Option<SheetsConnector>,
+}
+
 /// Opens the job's source, with the overrides (a simulator's URL and
 /// credentials) applied; the pool settings of seed 000's `pool:` and
 /// `crm.database` apply to a database source.
@@ -149,21 +229,15 @@ async fn open_source(
     sheet_base_url: Option<&str>,
     google_credentials: Option<GoogleCredentials>,
     base: &Path,
-) -> Result<Box<dyn Source>, Error> {
-    match (&job.sheet, &job.database) {
-        (Some(sheet), _) => {
-            let mut cfg = sheet.clone();
-            if let Some(url) = sheet_base_url {
-                cfg.base_url = Some(url.to_owned());
-            }
-            let creds = match google_credentials {
-                Some(c) => c,
-                None => credentials(job, base)?,
-            };
-            let connector = SheetsConnector::with_options(cfg, &creds, ClientOptions::default())?;
-            Ok(Box::new(connector))
-        }
-        (None, Some(db)) => {
+) -> Result<Opened, Error> {
+    if let Some(sheet) = sheets_connector(job, sheet_base_url, google_credentials, base)? {
+        return Ok(Opened {
+            source: Box::new(sheet.clone()),
+            sheet: Some(sheet),
+        });
+    }
+    match &job.database {
+        Some(db) => {
             let mut cfg: SqlConfig = db.clone();
             if let Some(pool) = &job.pool {
                 cfg.pool = pool.clone();
@@ -176,9 +250,15 @@ async fn open_source(
                     cfg.statement_timeout = settings.statement_timeout;
                 }
             }
-            Ok(Box::new(SqlConnector::connect(&cfg).await?))
+            let connector = SqlConnector::connect(&cfg)
+                .await
+                .map_err(|e| connect_error(e, "source", config_target(&cfg)))?;
+            Ok(Opened {
+                source: Box::new(connector),
+                sheet: None,
+            })
         }
-        (None, None) => Err(Error::invalid_input(
+        None => Err(Error::invalid_input(
             "the job has no source: add a `sheet:` or a `database:` block",
         )),
     }
@@ -199,7 +279,9 @@ async fn campaigns(job: &SyncJob) -> Result<Vec<Campaign>, RunError> {
             "`campaigns:` needs `file:` or `database:`",
         )));
     };
-    let connector = SqlConnector::connect(cfg).await.map_err(setup)?;
+    let connector = SqlConnector::connect(cfg)
+        .await
+        .map_err(|e| setup(connect_error(e, "campaigns", config_target(cfg))))?;
     let mut out = Vec::new();
     let mut pages = connector.read(ReadRequest::full("campaigns"));
     while let Some(page) = pages.next().await {
@@ -250,7 +332,7 @@ pub async fn run_job(
     )
     .await
     .map_err(setup)?;
-    let source: &dyn Source = source.as_ref();
+    let source: &dyn Source = source.source.as_ref();
 
     // Destination and state.
     let dest_url = match &overrides.destination_url {
@@ -263,7 +345,9 @@ pub async fn run_job(
         .map_err(setup)?,
     };
     let dest_url = with_create_mode(resolve_sqlite_path(&dest_url, &base));
-    let sink = SqlConnector::connect_url(&dest_url).await.map_err(setup)?;
+    let sink = SqlConnector::connect_url(&dest_url)
+        .await
+        .map_err(|e| setup(connect_error(e, "destination", url_target(&dest_url))))?;
     if job.destination.create_table {
         sink.create_table(&destination_schema(&job.destination.table))
             .await
@@ -278,7 +362,7 @@ pub async fn run_job(
     };
     let store = StateStore::open_url(&state_url, state_key(job)?)
         .await
-        .map_err(setup)?;
+        .map_err(|e| setup(connect_error(e, "state", url_target(&state_url))))?;
     let state = SqlState::open(store, &job.name).await.map_err(setup)?;
 
     // Matching.
@@ -302,6 +386,9 @@ pub async fn run_job(
                 .map_or("booking_id", |s| s.key_field.as_str()),
         )
         .page_size(job.crm.sync.batch_size);
+    if let Some(deduper) = job.deduper() {
+        pipeline = pipeline.dedupe(deduper);
+    }
     if let Some(rules) = &job.validation {
         pipeline = pipeline.validation(rules.clone());
     }
@@ -380,7 +467,7 @@ pub async fn check_job(job: &SyncJob, mut overrides: Overrides) -> Vec<CheckLine
             }
         },
     };
-    if let Some(source) = &source {
+    if let Some(Opened { source, sheet }) = &source {
         let ok = source
             .check()
             .await
@@ -399,6 +486,12 @@ pub async fn check_job(job: &SyncJob, mut overrides: Overrides) -> Vec<CheckLine
                 part: "source schema",
                 outcome: schema,
             });
+            if let Some(sheet) = sheet {
+                lines.push(CheckLine {
+                    part: "source headers",
+                    outcome: check_sheet_headers(sheet).await,
+                });
+            }
         }
     }
     let dest_url = match &overrides.destination_url {
@@ -421,7 +514,7 @@ pub async fn check_job(job: &SyncJob, mut overrides: Overrides) -> Vec<CheckLine
                     sink.close().await;
                     ok
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(connect_error(e, "destination", url_target(&url))),
             }
         }
         Err(e) => Err(e),
@@ -443,6 +536,68 @@ pub async fn check_job(job: &SyncJob, mut overrides: Overrides) -> Vec<CheckLine
         });
     }
     lines
+}
+
+/// Compares the sheet's header row with `sheet.expected_headers`, as a run
+/// does before it uses any row.
+///
+/// Without `expected_headers` a run compares the header row with the one
+/// its previous run saw (kept in the checkpoint); the check does not open
+/// the state store, so it lists the headers found for pinning instead.
+///
+/// # Errors
+/// [`crm_core::ErrorKind::SchemaMismatch`] naming each moved, renamed or
+/// deleted column; the client's errors when the header row cannot be read.
+pub async fn check_sheet_headers(sheet: &SheetsConnector) -> Result<String, Error> {
+    let cfg = sheet.config();
+    if cfg.header_row == 0 {
+        return Ok("no header row (header_row: 0): columns are read by column_mapping".to_owned());
+    }
+    let tab = sheet.resolve_sheet(None).await?;
+    let range = format!(
+        "{}!{}:{}",
+        quote_sheet(&tab.title),
+        cfg.header_row,
+        cfg.header_row
+    );
+    let header: Vec<Cell> = sheet
+        .client()
+        .get_values(
+            &range,
+            ValueRenderOption::UnformattedValue,
+            DateTimeRenderOption::SerialNumber,
+        )
+        .await?
+        .values
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let Some(expected) = &cfg.expected_headers else {
+        let columns = effective_columns(cfg, &header);
+        let found: Vec<String> = columns
+            .iter()
+            .map(|(i, _)| {
+                let h = header.get(i).map(Cell::to_string).unwrap_or_default();
+                format!("{}: {h:?}", column_letters(i))
+            })
+            .collect();
+        return Ok(format!(
+            "headers not compared (no `sheet.expected_headers`; a run compares them with the \
+             previous run's); found {{{}}}",
+            found.join(", ")
+        ));
+    };
+    let mut pairs = Vec::with_capacity(expected.len());
+    for (letters, name) in expected {
+        let i = column_index(letters).map_err(|e| Error::invalid_input(e.to_string()))?;
+        pairs.push((i, name.clone()));
+    }
+    check_headers(&tab.title, &pairs, &header)?;
+    Ok(format!(
+        "{} expected headers found in sheet {:?}",
+        pairs.len(),
+        tab.title
+    ))
 }
 
 /// Lists the keys of a SQL destination table, for a full run's removal of

@@ -229,6 +229,19 @@ fn run_exit_codes_say_who_must_act() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("could not start"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
+    // It names the database and says what to check, in one paragraph.
+    assert!(
+        err.contains("cannot connect to the source database postgres://u:***@127.0.0.1:1/bookings"),
+        "{err}"
+    );
+    for hint in [
+        "host and port",
+        "server is running",
+        "username, password and database name",
+    ] {
+        assert!(err.contains(hint), "{hint:?} missing from {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
     // A run that starts and cannot finish (the source query fails): 1.
     let failing = d.join("failing.yaml");

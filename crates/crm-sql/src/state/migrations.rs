@@ -181,6 +181,38 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX {ine} crm_record_sync_state_remote_obj_idx ON crm_record_sync_state (connection_id, object, remote_id)",
         ],
     },
+    Migration {
+        version: 5,
+        name: "job queue and shared rate budgets",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS crm_jobs (
+            id {id} NOT NULL PRIMARY KEY,
+            queue {key} NOT NULL,
+            kind {key} NOT NULL,
+            payload {text} NOT NULL,
+            status {key} NOT NULL,
+            attempts {int} NOT NULL DEFAULT 0,
+            max_attempts {int} NOT NULL,
+            dedupe_key {key},
+            active_key {key},
+            lease_holder {key},
+            lease_expires_at {ts},
+            heartbeat_at {ts},
+            run_after {ts} NOT NULL,
+            result {text},
+            last_error {text},
+            created_at {ts} NOT NULL,
+            updated_at {ts} NOT NULL
+        )",
+            "CREATE UNIQUE INDEX {ine} crm_jobs_active_key_idx ON crm_jobs (active_key)",
+            "CREATE INDEX {ine} crm_jobs_claim_idx ON crm_jobs (queue, status, run_after)",
+            "CREATE TABLE IF NOT EXISTS crm_rate_budgets (
+            account {key} NOT NULL PRIMARY KEY,
+            next_slot_us {int} NOT NULL,
+            updated_at {ts} NOT NULL
+        )",
+        ],
+    },
 ];
 
 /// Fills the type tokens for `dialect`.

@@ -32,6 +32,7 @@
 //! ```
 
 mod crypto;
+pub mod jobs;
 mod keyed;
 pub mod lease;
 mod migrations;

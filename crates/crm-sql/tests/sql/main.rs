@@ -11,6 +11,7 @@
 )]
 
 mod harness;
+mod jobs;
 mod lease;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod specific;
@@ -61,4 +62,8 @@ all_backends!(
     lease::lease_has_one_holder,
     lease::expired_lease_is_retaken,
     lease::racing_acquirers_get_one_lease,
+    jobs::job_has_one_holder_and_dedupes,
+    jobs::expired_job_is_retaken_and_failures_requeue,
+    jobs::racing_claimers_take_each_job_once,
+    jobs::budget_is_shared_across_processes,
 );

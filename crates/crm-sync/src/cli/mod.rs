@@ -4,6 +4,8 @@ pub mod matching;
 pub mod run;
 pub mod serve;
 pub mod sim;
+pub mod worker;
+pub mod writeback;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -35,6 +37,12 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Receive webhooks (HubSpot, Pipedrive, seed 001's customer endpoint) and process them.
     Serve(serve::ServeArgs),
+    /// Take jobs from the shared job table and run them (scale out by starting more).
+    Worker(worker::WorkerArgs),
+    /// Add jobs to the shared job table.
+    Enqueue(worker::EnqueueArgs),
+    /// Write platform figures back into the job's sheet (seed 000 `write_back:`).
+    Writeback(writeback::WriteBackArgs),
 }
 
 /// A failure, with the exit code it maps to.
@@ -82,6 +90,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sim(args) => block_on(sim::run(&args)),
         Command::Check(args) => block_on(run::check(&args)),
         Command::Serve(args) => block_on(serve::run(&args)),
+        Command::Worker(args) => block_on(worker::run(&args)),
+        Command::Enqueue(args) => block_on(worker::enqueue(&args)),
+        Command::Writeback(args) => block_on(writeback::run(&args)),
     }
 }
 

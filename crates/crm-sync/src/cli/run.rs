@@ -226,11 +226,15 @@ pub async fn check(args: &CheckArgs) -> Result<(), CliError> {
     };
     let lines = crate::runner::check_job(&job, overrides).await;
     let mut failed = Vec::new();
+    let mut mismatches = Vec::new();
     for line in &lines {
         let text = match &line.outcome {
             Ok(found) => format!("ok      {:<14} {found}", line.part),
             Err(e) => {
                 failed.push(line.part);
+                if e.kind() == &crm_core::ErrorKind::SchemaMismatch {
+                    mismatches.push(e.message().to_owned());
+                }
                 format!("FAILED  {:<14} {e}", line.part)
             }
         };
@@ -241,6 +245,15 @@ pub async fn check(args: &CheckArgs) -> Result<(), CliError> {
     }
     if failed.is_empty() {
         Ok(())
+    } else if !mismatches.is_empty() {
+        Err(CliError::usage(format!(
+            "schema mismatch: {}. Move the columns back, or change `sheet.column_mapping` and \
+             `sheet.expected_headers` to the sheet's new layout; then run the check again \
+             ({} part(s) failed: {})",
+            mismatches.join("; "),
+            failed.len(),
+            failed.join(", ")
+        )))
     } else {
         Err(CliError::usage(format!(
             "{} failed: {}; fix what the lines above say, then run the check again",

@@ -11,7 +11,9 @@ use secrecy::ExposeSecret;
 
 use super::CliError;
 use crate::config::SyncJob;
+use crate::monitor::{Monitor, MonitorConfig};
 use crate::runner::{resolve_sqlite_path, state_key, with_create_mode};
+use crate::schedule::jobs;
 use crate::serve::process::webhook_schema;
 use crate::serve::{Receiver, Server, process_pending, verifiers};
 
@@ -78,7 +80,11 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(|| section.listen.clone());
     let server = Server::bind(&listen).await.map_err(usage)?;
-    let mut receiver = Receiver::new(store.clone(), verifiers);
+    let monitor = Arc::new(Monitor::new(
+        store.clone(),
+        MonitorConfig::from_job(&job).map_err(usage)?,
+    ));
+    let mut receiver = Receiver::new(store.clone(), verifiers).monitor(Arc::clone(&monitor));
     if let Some(url) = &section.public_url {
         receiver = receiver.public_url(url.clone());
     }
@@ -90,12 +96,14 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
 
     let poll = Duration::from_secs(args.poll.max(1));
     let processor = tokio::spawn(process_loop(store.clone(), sink, table, wake, poll));
+    let alerts = tokio::spawn(alert_loop(monitor));
     let outcome = server
         .serve(receiver, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
     processor.abort();
+    alerts.abort();
     store.close().await;
     outcome.map_err(|e| CliError::failed(e.to_string()))
 }
@@ -124,5 +132,34 @@ async fn process_loop(
             Err(e) => eprintln!("webhooks: the queue could not be read: {e}"),
         }
         let _ = tokio::time::timeout(poll, wake.notified()).await;
+    }
+}
+
+/// Evaluates the alert rules on the seed 003 health-check cadence (every
+/// 5 minutes), delivering changes to the configured webhook.
+#[allow(clippy::print_stderr)]
+async fn alert_loop(monitor: Arc<Monitor>) {
+    let schedule = jobs::health_check_schedule();
+    loop {
+        let now = chrono::Utc::now();
+        match jobs::evaluate_alerts(&monitor, now).await {
+            Ok(r) => {
+                if !r.notifications.is_empty() || !r.delivery_errors.is_empty() {
+                    eprintln!(
+                        "alerts: {} changes, {} delivered, {} waiting, {} delivery errors",
+                        r.notifications.len(),
+                        r.delivered,
+                        r.pending,
+                        r.delivery_errors.len()
+                    );
+                }
+            }
+            Err(e) => eprintln!("alerts: evaluation failed: {e}"),
+        }
+        let next = schedule
+            .next_after(chrono::Utc::now())
+            .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(300));
+        tokio::time::sleep(next).await;
     }
 }

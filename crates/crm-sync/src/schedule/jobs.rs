@@ -3,7 +3,7 @@
 //! | job | cadence | what it does |
 //! |---|---|---|
 //! | delta sync | every 15 minutes | [`delta_sync`]: an incremental run of a job |
-//! | health check | every 5 minutes | [`health_check`]: connects to the source and destination |
+//! | health check | every 5 minutes | [`health_check`]: connects to the source and destination; [`evaluate_alerts`]: seed 001's alert rules |
 //! | log cleanup | daily | [`log_cleanup`]: deletes finished sync runs older than 30 days |
 //!
 //! Conflict detection and the hourly retry of failed records are not here
@@ -100,6 +100,19 @@ pub async fn health_check(job: &SyncJob, overrides: Overrides) -> Result<Vec<Str
     } else {
         Err(Error::new(ErrorKind::Transient, failed.join("; ")).with_operation("health_check"))
     }
+}
+
+/// Health check, monitoring part (same cadence): evaluates the alert
+/// rules of `monitor` at `now` and delivers what changed. A webhook that
+/// fails does not fail the job; see [`crate::monitor::Monitor::evaluate`].
+///
+/// # Errors
+/// Database errors reading the runs.
+pub async fn evaluate_alerts(
+    monitor: &crate::monitor::Monitor,
+    now: DateTime<Utc>,
+) -> Result<crate::monitor::EvaluationReport> {
+    monitor.evaluate(now).await
 }
 
 /// Log cleanup: deletes finished sync runs started more than `retention`

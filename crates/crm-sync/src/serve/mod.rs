@@ -9,6 +9,8 @@
 //!   basic auth in constant time (Pipedrive signs nothing).
 //! - `POST /webhooks/crm/customer`: seed 001's signed endpoint, see
 //!   [`customer`].
+//! - `GET /metrics`: Prometheus text of [`crate::monitor`] (health, run
+//!   and API metrics, alerts firing).
 //!
 //! A delivery that fails its check is answered 401 and nothing is kept.
 //! An accepted one is queued in the state store (`crm_webhook_events`)
@@ -32,7 +34,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use crm_core::{Error, Result};
 use crm_sql::state::{NewWebhookEvent, StateStore, WebhookEventId};
 use secrecy::{ExposeSecret, SecretString};
@@ -113,6 +115,7 @@ pub struct Receiver {
     verifiers: Verifiers,
     public_url: Option<String>,
     queued: Arc<Notify>,
+    monitor: Option<Arc<crate::monitor::Monitor>>,
 }
 
 impl Receiver {
@@ -123,6 +126,7 @@ impl Receiver {
             verifiers,
             public_url: None,
             queued: Arc::new(Notify::new()),
+            monitor: None,
         }
     }
 
@@ -130,6 +134,14 @@ impl Receiver {
     #[must_use]
     pub fn public_url(mut self, url: impl Into<String>) -> Self {
         self.public_url = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The monitor `GET /metrics` renders (default settings over the
+    /// store without one).
+    #[must_use]
+    pub fn monitor(mut self, monitor: Arc<crate::monitor::Monitor>) -> Self {
+        self.monitor = Some(monitor);
         self
     }
 
@@ -144,6 +156,7 @@ impl Receiver {
             .route("/webhooks/hubspot", post(hubspot))
             .route("/webhooks/pipedrive", post(pipedrive))
             .route("/webhooks/crm/customer", post(customer_event))
+            .route("/metrics", get(metrics))
             .with_state(Arc::new(self))
     }
 
@@ -282,6 +295,10 @@ async fn hubspot(
         }
     }
     accepted(queued, repeated)
+}
+
+async fn metrics(State(rx): Shared) -> Response {
+    crate::monitor::metrics_response(&rx.store, rx.monitor.as_deref()).await
 }
 
 async fn pipedrive(State(rx): Shared, headers: HeaderMap, body: Bytes) -> Response {
