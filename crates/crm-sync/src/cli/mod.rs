@@ -1,5 +1,6 @@
 //! The `crm-sync` command line.
 
+pub mod contacts;
 pub mod matching;
 pub mod run;
 pub mod serve;
@@ -43,6 +44,8 @@ pub enum Command {
     Enqueue(worker::EnqueueArgs),
     /// Write platform figures back into the job's sheet (seed 000 `write_back:`).
     Writeback(writeback::WriteBackArgs),
+    /// The unified contact view across CRMs, keyed by email (seed 004).
+    Contacts(contacts::ContactsArgs),
 }
 
 /// A failure, with the exit code it maps to.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker(args) => block_on(worker::run(&args)),
         Command::Enqueue(args) => block_on(worker::enqueue(&args)),
         Command::Writeback(args) => block_on(writeback::run(&args)),
+        Command::Contacts(args) => block_on(contacts::run(&args)),
     }
 }
 
