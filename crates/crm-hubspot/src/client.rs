@@ -8,7 +8,9 @@
 //! Every call keeps to the app's 10-second (and daily) limit and reads the
 //! `X-HubSpot-RateLimit-*` headers; searches are also spaced to search's
 //! own, lower per-second limit (search answers carry no rate-limit headers,
-//! so the spacing cannot adapt and is kept strictly).
+//! so the spacing cannot adapt and is kept strictly). A `DAILY` 429 is
+//! noted in the limiter: later calls on the same client fail with
+//! [`crm_core::ErrorKind::QuotaExhausted`] without sending anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use std::time::Duration;
 use crm_core::{Error, Result};
 use crm_http::reqwest::Method;
 use crm_http::{
-    HttpClient, HubSpotRateLimitHeaders, Metrics, RateLimitConfig, RequestOptions, RetryPolicy,
+    HttpClient, HubSpotRateLimitHeaders, LimitScope, Metrics, RateLimitConfig,
+    RateLimitObservation, RequestOptions, RetryPolicy,
 };
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -85,23 +88,43 @@ impl HubSpotClient {
         }
         Ok(HubSpotClient {
             http: b.build()?,
-            search_gap: Duration::from_secs(1) / limits.search_per_second.max(1),
+            // Like the general limit: 5 % extra absorbs network jitter, so
+            // HubSpot never counts one search too many in a second.
+            search_gap: Duration::from_millis(1_050) / limits.search_per_second.max(1),
             search_next: Arc::new(tokio::sync::Mutex::new(None)),
             max_query_len: config.max_query_properties_len(),
         })
     }
 
-    /// Waits for the next search slot (search's per-second limit).
+    /// Waits for the next search slot (search's per-second limit): at
+    /// least `1.05 s / search_per_second` after the previous search left, as
+    /// measured when it left (a late wake-up delays the next slot instead
+    /// of bunching two searches), callers served in arrival order.
+    ///
+    /// # Cancel safety
+    /// Cancelling while waiting takes no slot.
     async fn search_slot(&self) {
         let mut next = self.search_next.lock().await;
-        let now = tokio::time::Instant::now();
-        let at = match *next {
-            Some(t) if t > now => t,
-            _ => now,
-        };
-        *next = Some(at + self.search_gap);
-        drop(next);
-        tokio::time::sleep_until(at).await;
+        if let Some(at) = *next {
+            tokio::time::sleep_until(at).await;
+        }
+        *next = Some(tokio::time::Instant::now() + self.search_gap);
+    }
+
+    /// Notes a `DAILY` 429 in the limiter, so later calls on this client
+    /// fail at once with [`crm_core::ErrorKind::QuotaExhausted`] instead
+    /// of sending requests HubSpot refuses (for an hour, as the reset time
+    /// is not sent).
+    fn note_daily<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && e.kind() == &crm_core::ErrorKind::QuotaExhausted
+            && e.context_value(crate::error::CTX_POLICY) == Some("DAILY")
+        {
+            self.http
+                .rate_limiter()
+                .observe(&[RateLimitObservation::new(LimitScope::Daily, 0)]);
+        }
+        r
     }
 
     /// The HTTP transport (metrics, limiter, token).
@@ -161,10 +184,11 @@ impl HubSpotClient {
     }
 
     async fn get<T: DeserializeOwned>(&self, url: Url, opts: RequestOptions) -> Result<T> {
-        self.http
+        let sent = self
+            .http
             .send(self.http.request(Method::GET, url), opts)
-            .await?
-            .json()
+            .await;
+        self.note_daily(sent)?.json()
     }
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -173,9 +197,11 @@ impl HubSpotClient {
         body: &B,
         opts: RequestOptions,
     ) -> Result<T> {
-        self.http
+        let sent = self
+            .http
             .send_json(Method::POST, url.as_str(), body, opts)
-            .await
+            .await;
+        self.note_daily(sent)
     }
 
     async fn post_no_content<B: Serialize + ?Sized>(
@@ -191,7 +217,8 @@ impl HubSpotClient {
             .request(Method::POST, url)
             .header("content-type", "application/json")
             .body(bytes);
-        self.http.send(req, opts).await.map(|_| ())
+        let sent = self.http.send(req, opts).await;
+        self.note_daily(sent).map(|_| ())
     }
 }
 

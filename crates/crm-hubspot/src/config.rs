@@ -145,6 +145,7 @@ pub struct HubSpotConfig {
     pub(crate) objects: Vec<String>,
     pub(crate) rate_limits: RateLimits,
     pub(crate) search_lookback: Duration,
+    pub(crate) lookback_max_keys: usize,
     pub(crate) list_page_size: u32,
     pub(crate) search_page_size: u32,
     pub(crate) max_query_properties_len: usize,
@@ -178,6 +179,12 @@ pub struct HubSpotConfigBuilder {
     /// the search index had not yet caught up with (seconds; default 300).
     #[serde(default)]
     pub search_lookback_secs: Option<u64>,
+    /// The most changes a cursor remembers from the lookback span (at
+    /// least 200; default 50,000, at most about 750 KB of cursor). When more
+    /// records changed within the lookback, the next run starts later
+    /// instead of repeating them (see [`crate::source`]).
+    #[serde(default)]
+    pub lookback_max_keys: Option<usize>,
     /// Records per list page (1 to 100; default 100).
     #[serde(default)]
     pub list_page_size: Option<u32>,
@@ -257,6 +264,11 @@ impl HubSpotConfig {
         self.search_lookback
     }
 
+    /// The most changes a cursor remembers from the lookback span.
+    pub fn lookback_max_keys(&self) -> usize {
+        self.lookback_max_keys
+    }
+
     /// Records per list page.
     pub fn list_page_size(&self) -> u32 {
         self.list_page_size
@@ -308,6 +320,7 @@ impl HubSpotConfigBuilder {
             app_type: AppType::default(),
             rate_limits: None,
             search_lookback_secs: None,
+            lookback_max_keys: None,
             list_page_size: None,
             search_page_size: None,
             max_query_properties_len: None,
@@ -364,6 +377,14 @@ impl HubSpotConfigBuilder {
     #[must_use]
     pub fn search_lookback(mut self, lookback: Duration) -> Self {
         self.search_lookback_secs = Some(lookback.as_secs());
+        self
+    }
+
+    /// Sets the most changes a cursor remembers from the lookback span
+    /// (at least 200).
+    #[must_use]
+    pub fn lookback_max_keys(mut self, n: usize) -> Self {
+        self.lookback_max_keys = Some(n);
         self
     }
 
@@ -520,6 +541,15 @@ impl HubSpotConfigBuilder {
                 "search_page_size {search_page_size} is not 1 to 200"
             ));
         }
+        let lookback_max_keys = self
+            .lookback_max_keys
+            .unwrap_or(crate::source::DEFAULT_LOOKBACK_MAX_KEYS);
+        if lookback_max_keys < crate::source::MIN_LOOKBACK_MAX_KEYS {
+            problems.push(format!(
+                "lookback_max_keys {lookback_max_keys} is below {}",
+                crate::source::MIN_LOOKBACK_MAX_KEYS
+            ));
+        }
         let max_attempts = self.max_attempts.unwrap_or(6);
         if max_attempts == 0 {
             problems.push("max_attempts must be at least 1".into());
@@ -536,6 +566,7 @@ impl HubSpotConfigBuilder {
                 objects,
                 rate_limits,
                 search_lookback: Duration::from_secs(self.search_lookback_secs.unwrap_or(300)),
+                lookback_max_keys,
                 list_page_size,
                 search_page_size,
                 max_query_properties_len: self.max_query_properties_len.unwrap_or(2_000),
@@ -590,6 +621,7 @@ mod tests {
             .base_url("ftp://x")
             .list_page_size(500)
             .search_page_size(0)
+            .lookback_max_keys(10)
             .objects(["contacts/x"])
             .build()
             .unwrap_err()
@@ -599,6 +631,7 @@ mod tests {
             "not http(s)",
             "list_page_size",
             "search_page_size",
+            "lookback_max_keys 10 is below 200",
             "contacts/x",
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
@@ -616,11 +649,14 @@ mod tests {
 
     #[test]
     fn deserializes_from_yaml() {
-        let yaml = "auth:\n  type: private_app\n  access_token: pat-1\napp_type: enterprise\nobjects: [contacts, deals]\nsearch_lookback_secs: 120\n";
+        let yaml = "auth:\n  type: private_app\n  access_token: pat-1\napp_type: enterprise\nobjects: [contacts, deals]\nsearch_lookback_secs: 120\nlookback_max_keys: 100000\n";
         let b: HubSpotConfigBuilder = serde_yaml::from_str(yaml).unwrap();
         let c = b.build().unwrap();
         assert_eq!(c.rate_limits().per_ten_seconds, 190);
         assert_eq!(c.objects(), ["contacts", "deals"]);
         assert_eq!(c.search_lookback(), Duration::from_secs(120));
+        assert_eq!(c.lookback_max_keys(), 100_000);
+        let d = HubSpotConfig::private_app(secret("t")).build().unwrap();
+        assert_eq!(d.lookback_max_keys(), 50_000);
     }
 }

@@ -15,8 +15,8 @@
 //! 200 hits: the 10,000 cap is never approached and nothing shifts.
 //!
 //! Hits at the boundary time that were already emitted are recognised by
-//! the *recent* map (record id to the modification time emitted), so ties
-//! are neither lost nor repeated. When a whole page shares one time (a bulk
+//! the window's digests of (record id, modification time), so ties are
+//! neither lost nor repeated. When a whole page shares one time (a bulk
 //! edit stamping more records than a page holds), the scan switches to
 //! a *tie scan* of that exact time ordered by `hs_object_id`, then goes on
 //! strictly after it.
@@ -26,13 +26,24 @@
 //! The search index trails writes (HubSpot says by "a few seconds"; peers
 //! saw much more), so a record modified just before the cursor may become
 //! searchable only after the run passed it. Each run therefore starts
-//! `lookback` before the highest time emitted; the recent map keeps the
-//! ids emitted in that span so they are not emitted again. The map is
-//! capped ([`RECENT_CAP`]): past the cap the oldest entries are dropped,
-//! which can repeat a record on the next run (an idempotent sink absorbs
-//! it) but never loses one.
+//! `lookback` before the highest time emitted; the cursor's [`Window`]
+//! keeps every change emitted in that span as a 64-bit digest of (id,
+//! modification time), 11 to 15 characters of cursor a change, so those
+//! are skipped, and a record modified again (a new time) is emitted again.
+//!
+//! The window keeps at most `lookback_max_keys` changes (default
+//! [`DEFAULT_LOOKBACK_MAX_KEYS`], see
+//! [`HubSpotConfig::lookback_max_keys`](crate::HubSpotConfig::lookback_max_keys)).
+//! Past that it forgets its oldest modification times whole and records
+//! that it covers only the times after them; the next run starts there,
+//! so it neither repeats nor loses what was emitted: only the late-index
+//! protection is shorter for that run (records that become searchable
+//! late with a time before the new start are not seen). A run keeps its
+//! own memory near the limit the same way, forgetting times it has passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+
+use base64::Engine as _;
 
 use chrono::{DateTime, Utc};
 use crm_core::{
@@ -43,26 +54,59 @@ use futures_core::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::HubSpot;
-use crate::client::{MAX_BATCH_INPUTS, MAX_LIST_LIMIT};
+use crate::client::{MAX_BATCH_INPUTS, MAX_LIST_LIMIT, MAX_SEARCH_LIMIT};
 use crate::error::HubSpotError;
 use crate::mapping::{
     ASSOCIATION_PREFIX, association_field, association_target, record_from_object, time_property,
 };
 use crate::wire::{Filter, FilterGroup, HsObject, Operator, Paging, SearchRequest, Sort};
 
-/// Most ids the recent map of a cursor keeps.
-pub const RECENT_CAP: usize = 2_000;
+/// Default of [`HubSpotConfig::lookback_max_keys`](crate::HubSpotConfig::lookback_max_keys):
+/// the most emitted changes one [`Window`] remembers.
+pub const DEFAULT_LOOKBACK_MAX_KEYS: usize = 50_000;
+
+/// The least `lookback_max_keys` accepted: one search page, so the hits at
+/// the boundary of the page just read are always remembered.
+pub const MIN_LOOKBACK_MAX_KEYS: usize = MAX_SEARCH_LIMIT as usize;
+
+/// FNV-1a over the record id and the change time: stable across processes
+/// and versions (it is stored in cursors).
+pub fn change_digest(id: &str, at: i64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in id.as_bytes().iter().chain(&[0x1f]).chain(&at.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
 
 /// What has been emitted for one stream of changes (upserts by
-/// modification time, or deletes by archive time).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// modification time, or deletes by archive time): the highest change time
+/// emitted, and the changes emitted within the lookback before it as 64-bit
+/// digests of (record id, change time), grouped by time.
+///
+/// The next run starts at [`start`](Self::start): `lookback` before the
+/// highest time, or later when the window had to shrink to stay within its
+/// size limit (every change emitted at or after the start is remembered,
+/// so ties at the boundary are neither lost nor repeated).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "WindowRepr")]
 pub struct Window {
     /// Highest change time emitted, epoch milliseconds.
-    pub hwm: i64,
-    /// Ids emitted with a change time within the lookback of `hwm`, with
-    /// that time.
-    #[serde(default)]
-    pub recent: BTreeMap<String, i64>,
+    hwm: i64,
+    /// Every change emitted with a time at or after this is in `seen`
+    /// (`i64::MIN`: as far back as the lookback reaches).
+    from: i64,
+    /// Digests by change time.
+    seen: BTreeMap<i64, Vec<u64>>,
+    /// Every digest of `seen`, for lookups.
+    index: HashSet<u64>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::at(0)
+    }
 }
 
 impl Window {
@@ -70,47 +114,230 @@ impl Window {
     pub fn at(hwm: i64) -> Self {
         Window {
             hwm,
-            recent: BTreeMap::new(),
+            from: i64::MIN,
+            seen: BTreeMap::new(),
+            index: HashSet::new(),
         }
+    }
+
+    /// Highest change time emitted, epoch milliseconds.
+    pub fn hwm(&self) -> i64 {
+        self.hwm
+    }
+
+    /// The time from which every emitted change is remembered, when the
+    /// window shrank past its size limit (else the lookback alone decides).
+    pub fn covered_from(&self) -> Option<i64> {
+        (self.from != i64::MIN).then_some(self.from)
+    }
+
+    /// Where the next run starts: `lookback_ms` before the highest time
+    /// emitted, or [`covered_from`](Self::covered_from) when that is later.
+    pub fn start(&self, lookback_ms: i64) -> i64 {
+        self.hwm.saturating_sub(lookback_ms).max(self.from)
+    }
+
+    /// How many changes are remembered.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no change is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 
     /// Whether the change `(id, at)` was already emitted.
     pub fn seen(&self, id: &str, at: i64) -> bool {
-        self.recent.get(id) == Some(&at)
+        self.index.contains(&change_digest(id, at))
     }
 
-    /// Records an emitted change.
+    /// Records an emitted change (raising the highest time).
     pub fn record(&mut self, id: &str, at: i64) {
-        self.recent.insert(id.to_owned(), at);
+        self.remember(id, at);
         if at > self.hwm {
             self.hwm = at;
         }
     }
 
-    /// Drops entries older than `hwm - lookback_ms` and, past [`RECENT_CAP`],
-    /// the oldest ones.
-    pub fn prune(&mut self, lookback_ms: i64) {
+    /// Raises the highest time emitted to `at` (when higher).
+    pub fn raise_hwm(&mut self, at: i64) {
+        self.hwm = self.hwm.max(at);
+    }
+
+    /// Remembers an emitted change without raising the highest time (a
+    /// full read, whose start point is fixed before it begins).
+    pub fn remember(&mut self, id: &str, at: i64) {
+        let h = change_digest(id, at);
+        if self.index.insert(h) {
+            self.seen.entry(at).or_default().push(h);
+        }
+    }
+
+    /// Forgets changes older than the lookback (`hwm - lookback_ms`) and,
+    /// past `max_keys`, the oldest times whole, moving
+    /// [`covered_from`](Self::covered_from) past them: the next run then
+    /// starts later (a shorter lookback) instead of repeating them.
+    pub fn prune(&mut self, lookback_ms: i64, max_keys: usize) {
+        self.prune_before(lookback_ms, max_keys, i64::MAX);
+    }
+
+    /// As [`prune`](Self::prune), dropping for size only times before
+    /// `limit` (those a running scan has passed).
+    fn prune_before(&mut self, lookback_ms: i64, max_keys: usize, limit: i64) {
         let floor = self.hwm.saturating_sub(lookback_ms);
-        self.recent.retain(|_, at| *at >= floor);
-        if self.recent.len() > RECENT_CAP {
-            let mut times: Vec<i64> = self.recent.values().copied().collect();
-            times.sort_unstable();
-            let cut = times[self.recent.len() - RECENT_CAP];
-            self.recent.retain(|_, at| *at >= cut);
-            // Ties at `cut` may still leave a few more than the cap; drop by id.
-            while self.recent.len() > RECENT_CAP {
-                let Some(first) = self
-                    .recent
-                    .iter()
-                    .find(|(_, at)| **at == cut)
-                    .map(|(id, _)| id.clone())
-                else {
-                    break;
-                };
-                self.recent.remove(&first);
+        while let Some(entry) = self.seen.first_entry() {
+            let t = *entry.key();
+            let over = self.index.len() > max_keys;
+            if t >= floor && !(over && t < limit) {
+                break;
+            }
+            for h in entry.remove() {
+                self.index.remove(&h);
+            }
+            if t >= floor {
+                // Dropped for size: coverage now starts after `t`. A full
+                // read remembers changes newer than its start point; the
+                // start never passes it, so those are repeated, not lost.
+                let after = t.saturating_add(1).min(self.hwm.saturating_add(1));
+                self.from = self.from.max(after);
             }
         }
     }
+}
+
+/// The stored form of a [`Window`].
+#[derive(Serialize, Deserialize)]
+struct WindowRepr {
+    hwm: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<i64>,
+    /// [`encode_seen`]'s text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    seen: String,
+    /// Cursor version 1: record id to change time.
+    #[serde(default, skip_serializing)]
+    recent: BTreeMap<String, i64>,
+}
+
+impl Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        WindowRepr {
+            hwm: self.hwm,
+            from: self.covered_from(),
+            seen: encode_seen(&self.seen),
+            recent: BTreeMap::new(),
+        }
+        .serialize(s)
+    }
+}
+
+impl TryFrom<WindowRepr> for Window {
+    type Error = String;
+
+    fn try_from(r: WindowRepr) -> std::result::Result<Self, String> {
+        let mut w = Window::at(r.hwm);
+        w.from = r.from.unwrap_or(i64::MIN);
+        for (at, hs) in decode_seen(&r.seen)? {
+            for h in hs {
+                if w.index.insert(h) {
+                    w.seen.entry(at).or_default().push(h);
+                }
+            }
+        }
+        for (id, at) in &r.recent {
+            w.remember(id, *at);
+        }
+        Ok(w)
+    }
+}
+
+/// The digests as unpadded base64 of, per time in ascending order: the time
+/// (zigzag LEB128 for the first, LEB128 of the gap to the previous one
+/// after), the number of digests (LEB128), then the digests (8 bytes each,
+/// little-endian). 11 (many changes a time) to 15 (one a time) characters
+/// a change.
+fn encode_seen(seen: &BTreeMap<i64, Vec<u64>>) -> String {
+    if seen.is_empty() {
+        return String::new();
+    }
+    let n: usize = seen.values().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(n * 8 + seen.len() * 4);
+    let mut prev: Option<i64> = None;
+    for (&t, hs) in seen {
+        let head = match prev {
+            None => ((t << 1) ^ (t >> 63)).cast_unsigned(),
+            Some(p) => t.wrapping_sub(p).cast_unsigned(),
+        };
+        put_varint(&mut out, head);
+        put_varint(&mut out, hs.len() as u64);
+        for h in hs {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        prev = Some(t);
+    }
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        // Truncation intended: the low seven bits.
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> std::result::Result<u64, String> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let Some(&b) = bytes.get(*pos) else {
+            return Err("cut short".into());
+        };
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("a number is too long".into())
+}
+
+/// Reads [`encode_seen`]'s text back.
+fn decode_seen(text: &str) -> std::result::Result<Vec<(i64, Vec<u64>)>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(text)
+        .map_err(|e| format!("window digests: {e}"))?;
+    let mut out: Vec<(i64, Vec<u64>)> = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let head = get_varint(&bytes, &mut pos).map_err(|e| format!("window digests: {e}"))?;
+        let t = match out.last() {
+            None => (head >> 1).cast_signed() ^ -((head & 1).cast_signed()),
+            Some((p, _)) => match p.checked_add_unsigned(head) {
+                Some(t) if head > 0 => t,
+                _ => return Err("window digests: times out of order".into()),
+            },
+        };
+        let n = get_varint(&bytes, &mut pos).map_err(|e| format!("window digests: {e}"))?;
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(8))
+            .and_then(|len| pos.checked_add(len))
+            .filter(|end| *end <= bytes.len())
+            .ok_or("window digests: cut short")?;
+        let hs = bytes[pos..end]
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect();
+        pos = end;
+        out.push((t, hs));
+    }
+    Ok(out)
 }
 
 /// Reads a HubSpot date-time property value: ISO-8601 text or epoch
@@ -152,13 +379,14 @@ enum Mode {
 pub struct UpsertScan {
     window: Window,
     lookback_ms: i64,
+    max_keys: usize,
     time_property: String,
     page_size: u32,
     mode: Mode,
 }
 
 impl UpsertScan {
-    /// A run starting `lookback_ms` before `window.hwm`, sorting and
+    /// A run starting at [`window.start(lookback_ms)`](Window::start), sorting and
     /// filtering on `time_property` (`lastmodifieddate` for contacts,
     /// `hs_lastmodifieddate` for other objects).
     pub fn new(
@@ -167,10 +395,11 @@ impl UpsertScan {
         time_property: impl Into<String>,
         page_size: u32,
     ) -> Self {
-        let pos = window.hwm.saturating_sub(lookback_ms).max(0);
+        let pos = window.start(lookback_ms).max(0);
         UpsertScan {
             window,
             lookback_ms,
+            max_keys: DEFAULT_LOOKBACK_MAX_KEYS,
             time_property: time_property.into(),
             page_size: page_size.max(1),
             mode: Mode::Range {
@@ -180,10 +409,18 @@ impl UpsertScan {
         }
     }
 
+    /// Remembers at most `n` changes (at least [`MIN_LOOKBACK_MAX_KEYS`]);
+    /// default [`DEFAULT_LOOKBACK_MAX_KEYS`]. See [`Window::prune`].
+    #[must_use]
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.max_keys = n.max(MIN_LOOKBACK_MAX_KEYS);
+        self
+    }
+
     /// The state to store after the hits absorbed so far.
     pub fn window(&self) -> Window {
         let mut w = self.window.clone();
-        w.prune(self.lookback_ms);
+        w.prune(self.lookback_ms, self.max_keys);
         w
     }
 
@@ -297,6 +534,15 @@ impl UpsertScan {
                 },
             },
         };
+        // Forget what this run cannot read again (times before its
+        // position), so a long run's memory stays near the limit too.
+        let passed = match &self.mode {
+            Mode::Range { pos, exclusive } => pos.saturating_add(i64::from(*exclusive)),
+            Mode::Tie { at, .. } => *at,
+            Mode::Done => i64::MAX,
+        };
+        self.window
+            .prune_before(self.lookback_ms, self.max_keys, passed);
         out
     }
 }
@@ -335,7 +581,9 @@ pub enum Phase {
     },
 }
 
-const CURSOR_VERSION: u32 = 1;
+/// The cursor format written: 2 stores windows as digests (version 1
+/// cursors, which stored ids, are still read).
+const CURSOR_VERSION: u32 = 2;
 
 impl CursorState {
     fn cursor(&self) -> Result<Cursor> {
@@ -477,6 +725,7 @@ impl ReadState<'_> {
     /// Runs until a page is ready (or the read ends).
     async fn next_page(&mut self) -> Result<Option<Page>> {
         let lookback = self.hs.lookback_ms();
+        let max_keys = self.hs.config.lookback_max_keys();
         loop {
             match std::mem::replace(&mut self.step, Step::Finished) {
                 Step::Finished => return Ok(None),
@@ -526,12 +775,15 @@ impl ReadState<'_> {
                             deletes,
                         },
                         Some(Phase::Incremental { upserts, deletes }) => Step::Upserts {
-                            scan: Box::new(UpsertScan::new(
-                                upserts,
-                                lookback,
-                                time_property(&self.object),
-                                self.hs.config.search_page_size(),
-                            )),
+                            scan: Box::new(
+                                UpsertScan::new(
+                                    upserts,
+                                    lookback,
+                                    time_property(&self.object),
+                                    self.hs.config.search_page_size(),
+                                )
+                                .max_keys(max_keys),
+                            ),
                             deletes,
                         },
                     };
@@ -546,16 +798,16 @@ impl ReadState<'_> {
                         .list_page(&self.object, after, &self.properties, self.page_size, false)
                         .await?;
                     let tp = time_property(&self.object);
-                    let floor = upserts.hwm.saturating_sub(lookback);
+                    let floor = upserts.start(lookback);
                     for h in &hits {
                         if let Some(at) = change_time(h, tp).filter(|at| *at >= floor) {
                             // Remember without raising the start point: the
                             // next run starts from the newest change seen
                             // before this read began.
-                            upserts.recent.insert(h.id.to_string(), at);
+                            upserts.remember(h.id.as_str(), at);
                         }
                     }
-                    upserts.prune(lookback);
+                    upserts.prune(lookback, max_keys);
                     let changes = self.to_changes(&hits).await?;
                     let phase = match &next {
                         Some(_) => Phase::Full {
@@ -582,10 +834,10 @@ impl ReadState<'_> {
                 Step::Upserts { mut scan, deletes } => {
                     let Some(req) = scan.next_request(&self.properties) else {
                         let upserts = scan.window();
-                        let start_floor = deletes.hwm.saturating_sub(lookback);
+                        let start_floor = deletes.start(lookback);
                         self.step = Step::Deletes {
                             upserts,
-                            max_seen: deletes.hwm,
+                            max_seen: deletes.hwm(),
                             deletes,
                             start_floor,
                             after: None,
@@ -636,7 +888,7 @@ impl ReadState<'_> {
                         }
                         // The start point only moves once the whole archived
                         // list was read: it is not in archive-time order.
-                        deletes.recent.insert(h.id.to_string(), at);
+                        deletes.remember(h.id.as_str(), at);
                         max_seen = max_seen.max(at);
                         changes.push(Change::Delete {
                             id: RecordId::new(h.id.as_str()),
@@ -662,8 +914,8 @@ impl ReadState<'_> {
                         }
                         return Ok(Some(Page { changes, cursor }));
                     }
-                    deletes.hwm = deletes.hwm.max(max_seen);
-                    deletes.prune(lookback);
+                    deletes.raise_hwm(max_seen);
+                    deletes.prune(lookback, max_keys);
                     let cursor = self
                         .state(Phase::Incremental { upserts, deletes })
                         .cursor()?;
@@ -708,7 +960,7 @@ impl Source for HubSpot {
                     let st: CursorState = c
                         .to_state()
                         .map_err(|e| Error::from(HubSpotError::CursorInvalid(e.to_string())))?;
-                    if st.v != CURSOR_VERSION || st.object != object {
+                    if !(1..=CURSOR_VERSION).contains(&st.v) || st.object != object {
                         return Err(HubSpotError::CursorInvalid(format!(
                             "cursor of `{}` v{} given to a read of `{object}`",
                             st.object, st.v
@@ -814,7 +1066,18 @@ mod tests {
     }
 
     fn run(index: &Index, window: Window, lookback: i64, now: i64) -> (Vec<u64>, Window, usize) {
-        let mut scan = UpsertScan::new(window, lookback, "lastmodifieddate", 200);
+        run_capped(index, window, lookback, now, DEFAULT_LOOKBACK_MAX_KEYS)
+    }
+
+    fn run_capped(
+        index: &Index,
+        window: Window,
+        lookback: i64,
+        now: i64,
+        max_keys: usize,
+    ) -> (Vec<u64>, Window, usize) {
+        let mut scan =
+            UpsertScan::new(window, lookback, "lastmodifieddate", 200).max_keys(max_keys);
         let mut ids = Vec::new();
         let mut calls = 0;
         while let Some(req) = scan.next_request(&[]) {
@@ -824,13 +1087,22 @@ mod tests {
             for h in scan.absorb(hits) {
                 ids.push(h.id.as_u64().unwrap());
             }
+            // The limit, the previous run's window, a page, and the tie
+            // being scanned (`rows_25k` ties 5,000 records at one time).
+            assert!(
+                scan.window.len() <= 2 * max_keys + 200 + 5_000,
+                "a run's memory stays near the limit"
+            );
         }
-        (ids, scan.window(), calls)
+        // The cursor survives storage.
+        let stored = serde_json::to_value(scan.window()).unwrap();
+        let w: Window = serde_json::from_value(stored).unwrap();
+        assert_eq!(w, scan.window());
+        (ids, w, calls)
     }
 
-    #[test]
-    fn reads_25k_distinct_and_tied_changes_without_offsets() {
-        // 10,000 distinct times, then 15,000 records sharing 3 times.
+    /// 10,000 distinct times, then 15,000 records sharing 3 times.
+    fn rows_25k() -> Vec<(u64, i64, i64)> {
         let mut rows = Vec::new();
         for i in 0..10_000u64 {
             rows.push((i + 1, 1_000 + i as i64, 0));
@@ -838,15 +1110,74 @@ mod tests {
         for i in 0..15_000u64 {
             rows.push((20_000 + i, 50_000 + (i % 3) as i64, 0));
         }
-        let index = Index { rows };
+        rows
+    }
+
+    #[test]
+    fn reads_25k_distinct_and_tied_changes_without_offsets() {
+        let index = Index { rows: rows_25k() };
         let (ids, w, _) = run(&index, Window::at(0), 0, 100_000);
         let mut sorted = ids.clone();
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(ids.len(), 25_000, "no repeats");
         assert_eq!(sorted.len(), 25_000, "no losses");
-        assert_eq!(w.hwm, 50_002);
-        assert!(w.recent.len() <= RECENT_CAP);
+        assert_eq!(w.hwm(), 50_002);
+        // Lookback 0: only the ties at the newest time are kept.
+        assert_eq!(w.len(), 5_000);
+    }
+
+    /// Every change of `rows_25k` falls within a 5-minute lookback: the
+    /// next runs must skip all 25,000, whether the window holds them all
+    /// (the default limit) or had to shrink (a limit of 1,000).
+    #[test]
+    fn more_changes_in_the_lookback_than_the_limit_are_neither_repeated_nor_lost() {
+        for cap in [DEFAULT_LOOKBACK_MAX_KEYS, 20_000, 1_000] {
+            let mut index = Index { rows: rows_25k() };
+            let (first, w, _) = run_capped(&index, Window::at(0), 300_000, 100_000, cap);
+            assert_eq!(first.len(), 25_000, "cap {cap}");
+            assert!(w.len() <= cap, "cap {cap}: {} kept", w.len());
+            if cap < 25_000 {
+                let from = w.covered_from().unwrap();
+                // 20,000: the oldest 5,000 distinct times go. 1,000: each tie
+                // holds 5,000 (more than the limit), so everything goes and
+                // the next run starts just after the newest time.
+                let want = if cap == 20_000 { 6_000 } else { w.hwm() + 1 };
+                assert_eq!(from, want, "cap {cap}");
+                assert_eq!(w.start(300_000), from);
+            } else {
+                assert_eq!(w.covered_from(), None);
+                assert_eq!(w.len(), 25_000);
+            }
+            let (second, w, _) = run_capped(&index, w, 300_000, 100_000, cap);
+            assert!(second.is_empty(), "cap {cap}: {} repeated", second.len());
+            // Three edits: one of the distinct times, two of the ties.
+            for (n, row) in [(0usize, 0), (1, 10_000), (2, 24_999)] {
+                index.rows[row].1 = 60_000 + n as i64;
+            }
+            let (third, w, _) = run_capped(&index, w, 300_000, 100_000, cap);
+            let mut third_sorted = third.clone();
+            third_sorted.sort_unstable();
+            assert_eq!(third_sorted, vec![1, 20_000, 34_999], "cap {cap}");
+            let (fourth, _, _) = run_capped(&index, w, 300_000, 100_000, cap);
+            assert!(fourth.is_empty(), "cap {cap}");
+        }
+    }
+
+    #[test]
+    fn a_shrunk_window_still_catches_late_records_after_its_start() {
+        // 3,000 records at distinct times, limit 1,000: the window covers
+        // the newest 1,000 times. Record 9,999 (modified inside that span)
+        // is searchable only later; the next run finds it.
+        let mut rows: Vec<(u64, i64, i64)> =
+            (1..=3_000).map(|i| (i, 10_000 + i as i64, 0)).collect();
+        rows.push((9_999, 12_500, 50_000));
+        let index = Index { rows };
+        let (first, w, _) = run_capped(&index, Window::at(0), 300_000, 20_000, 1_000);
+        assert_eq!(first.len(), 3_000);
+        assert_eq!(w.covered_from(), Some(12_001));
+        let (second, _, _) = run_capped(&index, w, 300_000, 60_000, 1_000);
+        assert_eq!(second, vec![9_999]);
     }
 
     #[test]
@@ -871,7 +1202,7 @@ mod tests {
         let index = Index { rows };
         let (first, w, _) = run(&index, Window::at(0), 300_000, 160_000);
         assert!(!first.contains(&7));
-        assert_eq!(w.hwm, 150_000);
+        assert_eq!(w.hwm(), 150_000);
         let (second, _, _) = run(&index, w, 300_000, 200_000);
         assert_eq!(second, vec![7], "found by the lookback, nothing repeated");
     }
@@ -888,14 +1219,100 @@ mod tests {
     }
 
     #[test]
-    fn recent_map_is_capped() {
+    fn the_window_is_capped_by_whole_times() {
         let mut w = Window::at(0);
         for i in 0..5_000 {
             w.record(&i.to_string(), 1_000 + i);
         }
-        w.prune(1_000_000);
-        assert_eq!(w.recent.len(), RECENT_CAP);
-        assert!(w.recent.values().all(|at| *at >= 1_000 + 3_000));
+        // Three records share time 3,999: over the limit with them, under
+        // without them, so they go together.
+        w.record("a", 3_999);
+        w.record("b", 3_999);
+        w.prune(1_000_000, 2_000);
+        assert_eq!(w.len(), 2_000, "times 4,000 to 5,999");
+        assert_eq!(w.covered_from(), Some(4_000));
+        assert_eq!(w.start(1_000_000), 4_000);
+        assert!(w.seen("3000", 4_000) && w.seen("4999", 5_999));
+        assert!(!w.seen("a", 3_999) && !w.seen("2999", 3_999));
+        assert!(!w.seen("3000", 4_001), "another time is another change");
+        // Older than the lookback: gone, without moving the start.
+        let mut w = Window::at(0);
+        w.record("x", 1_000);
+        w.record("y", 400_000);
+        w.prune(300_000, 2_000);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.covered_from(), None);
+        assert_eq!(w.start(300_000), 100_000);
+    }
+
+    #[test]
+    fn a_full_read_window_never_starts_after_its_start_point() {
+        // A full read remembers changes newer than its start point (made
+        // while it ran); shrinking must not skip past that point.
+        let mut w = Window::at(1_000);
+        for i in 0..300 {
+            w.remember(&i.to_string(), 2_000 + i);
+        }
+        w.prune(300_000, 200);
+        assert_eq!(w.start(300_000), 1_001);
+        assert!(w.len() <= 200);
+    }
+
+    #[test]
+    fn windows_are_stored_compactly_and_read_back() {
+        let mut w = Window::at(0);
+        for i in 0..50_000i64 {
+            w.record(&format!("{}", 100_000_000 + i), 1_700_000_000_000 + i / 7);
+        }
+        w.record("neg", -5);
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(json.len() < 50_000 * 12, "{} bytes", json.len());
+        let back: Window = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, w);
+        assert!(back.seen("100000007", 1_700_000_000_001));
+        assert!(back.seen("neg", -5));
+        // One change a time: the most a change costs.
+        let mut w = Window::at(0);
+        for i in 0..10_000i64 {
+            w.record(&format!("{}", 100_000_000 + i), 1_700_000_000_000 + 3 * i);
+        }
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(json.len() < 10_000 * 15, "{} bytes", json.len());
+        assert_eq!(serde_json::from_str::<Window>(&json).unwrap(), w);
+        let empty = serde_json::to_value(Window::at(7)).unwrap();
+        assert_eq!(empty, serde_json::json!({"hwm": 7}));
+    }
+
+    #[test]
+    fn version_1_windows_are_read() {
+        let w: Window = serde_json::from_str(r#"{"hwm": 9, "recent": {"1": 9, "2": 8}}"#).unwrap();
+        assert_eq!(w.hwm(), 9);
+        assert!(w.seen("1", 9) && w.seen("2", 8) && !w.seen("2", 9));
+        assert_eq!(w.covered_from(), None);
+    }
+
+    #[test]
+    fn damaged_windows_are_errors_not_panics() {
+        let mut w = Window::at(0);
+        for i in 0..10 {
+            w.record(&i.to_string(), 100 + i);
+        }
+        let good = serde_json::to_value(&w).unwrap();
+        let text = good["seen"].as_str().unwrap().to_owned();
+        for bad in [
+            "!!!".to_owned(),
+            text[..text.len() - 3].to_owned(),
+            // One time with 2^60 digests.
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode([0x02, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]),
+            // A varint that never ends.
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode([0xff; 12]),
+            // Two groups at the same time.
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode([0x02, 0x00, 0x00, 0x00]),
+        ] {
+            let v = serde_json::json!({"hwm": 1, "seen": bad});
+            assert!(serde_json::from_value::<Window>(v).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -66,6 +66,15 @@ fn id_from_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectId,
     })
 }
 
+/// Writes a numeric id as a JSON number (where HubSpot sends integers), any
+/// other id as a string.
+fn id_as_number<S: serde::Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+    match id.as_u64() {
+        Some(n) => s.serialize_u64(n),
+        None => s.serialize_str(id.as_str()),
+    }
+}
+
 /// Property values: name to text (or null for a requested property without a value).
 pub type Properties = IndexMap<String, Option<String>>;
 
@@ -871,14 +880,20 @@ pub struct AssociationCreated {
     /// From object type id, e.g. `0-1`.
     #[serde(default)]
     pub from_object_type_id: String,
-    /// From-record id.
-    #[serde(deserialize_with = "id_from_string_or_number")]
+    /// From-record id (an integer on the wire).
+    #[serde(
+        deserialize_with = "id_from_string_or_number",
+        serialize_with = "id_as_number"
+    )]
     pub from_object_id: ObjectId,
     /// To object type id.
     #[serde(default)]
     pub to_object_type_id: String,
-    /// To-record id.
-    #[serde(deserialize_with = "id_from_string_or_number")]
+    /// To-record id (an integer on the wire).
+    #[serde(
+        deserialize_with = "id_from_string_or_number",
+        serialize_with = "id_as_number"
+    )]
     pub to_object_id: ObjectId,
     /// Labels now linking the pair.
     #[serde(default)]

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crm_core::{
     Change, ErrorKind, ReadRequest, Record, Sink, Source, Value, WriteBatch, WriteOutcome,
 };
+use crm_hubspot::error::CTX_POLICY;
 use crm_hubspot::sim::{HubSpotSimConfig, HubSpotSimulator, custom_property, sign_delivery};
 use crm_hubspot::webhook::{WebhookReceiver, WebhookVerifier};
 use crm_hubspot::{HubSpot, HubSpotConfig, RateLimits};
@@ -178,7 +179,11 @@ async fn conformance_deals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_25000_changes_incrementally_past_the_search_cap() {
-    let sim = start(sim_config()).await;
+    // About 600 calls: a rolling limit to match the client's, so the test
+    // measures reading, not waiting.
+    let mut cfg = sim_config();
+    cfg.per_window = 10_000;
+    let sim = start(cfg).await;
     let hs = connector(&sim, RateLimits::new(10_000, None, 1_000));
     let (_, cursor) = read_all(&hs, ReadRequest::full("contacts")).await;
     let cursor = cursor.unwrap();
@@ -190,7 +195,7 @@ async fn reads_25000_changes_incrementally_past_the_search_cap() {
         f.insert("email".into(), json!(format!("c{i}@example.com")));
         store.create("contacts", f);
     }
-    let (changes, _) = read_all(&hs, ReadRequest::since("contacts", cursor)).await;
+    let (changes, cursor) = read_all(&hs, ReadRequest::since("contacts", cursor)).await;
     let mut ids: Vec<String> = changes
         .iter()
         .filter_map(|c| c.id().map(|i| i.to_string()))
@@ -201,6 +206,36 @@ async fn reads_25000_changes_incrementally_past_the_search_cap() {
     assert_eq!(ids.len(), 25_000, "no repeats");
     // No search went past HubSpot's 10,000-hit cap.
     assert_eq!(sim.request_log().count_status(400), 0);
+    assert_eq!(sim.request_log().count_status(429), 0);
+    // All 25,000 changed within the 5-minute lookback: the cursor keeps
+    // them all (as digests, at most 15 bytes each) ...
+    let cursor = cursor.unwrap();
+    let size = cursor.as_json().to_string().len();
+    assert!(size < 25_000 * 15, "a {size}-byte cursor");
+    // ... so a run with no edits re-reads the lookback and emits nothing,
+    let (again, cursor) = read_all(&hs, ReadRequest::since("contacts", cursor)).await;
+    assert!(again.is_empty(), "{} changes repeated", again.len());
+    // and a run after 3 edits emits exactly those 3.
+    sim.context().clock().advance(chrono::Duration::seconds(1));
+    let edited = [&ids[0], &ids[12_345], &ids[24_999]];
+    for id in edited {
+        let mut f = Fields::new();
+        f.insert("firstname".into(), json!("Edited"));
+        store
+            .update("contacts", &crm_core::RecordId::new(id.as_str()), f)
+            .unwrap();
+    }
+    let (third, cursor) = read_all(&hs, ReadRequest::since("contacts", cursor.unwrap())).await;
+    let mut got: Vec<String> = third
+        .iter()
+        .filter_map(|c| c.id().map(|i| i.to_string()))
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = edited.iter().map(|s| (*s).clone()).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let (fourth, _) = read_all(&hs, ReadRequest::since("contacts", cursor.unwrap())).await;
+    assert!(fourth.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,32 +382,105 @@ async fn webhooks_signed_by_the_simulator_verify_and_tampered_or_stale_fail() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daily_limit_stops_the_run_with_a_clear_error() {
+async fn daily_sim(daily: u32, daily_headers: bool) -> SimHandle {
     let mut cfg = sim_config();
-    cfg.daily = Some(5);
+    cfg.daily = Some(daily);
+    cfg.daily_headers = daily_headers;
     let sim = start(cfg).await;
     for i in 0..100 {
         let mut f = Fields::new();
         f.insert("email".into(), json!(format!("d{i}@example.com")));
         sim.context().store().create("contacts", f);
     }
-    let hs = connector(&sim, fast_limits());
+    sim
+}
+
+/// Reads pages of 10 until the read fails: the pages read and the error.
+async fn read_until_error(hs: &HubSpot) -> (usize, crm_core::Error) {
     let mut s = hs.read(ReadRequest::full("contacts").page_size(10));
     let mut pages = 0;
-    let err = loop {
+    loop {
         match s.next().await {
             Some(Ok(_)) => pages += 1,
-            Some(Err(e)) => break e,
+            Some(Err(e)) => return (pages, e),
             None => panic!("the read finished despite the daily limit"),
         }
-    };
+    }
+}
+
+/// HubSpot's answer once the daily allowance is spent is a 429 whose body
+/// names `policyName: DAILY`. With the daily headers off, the client cannot
+/// see it coming: the 6th request is refused, and that must stop the run
+/// at once (no retry, no further request) with the policy in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_429_stops_the_run_after_one_refused_request() {
+    let sim = daily_sim(5, false).await;
+    let hs = connector(&sim, fast_limits());
+    let (pages, err) = read_until_error(&hs).await;
+    assert_eq!(err.kind(), &ErrorKind::QuotaExhausted, "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(err.context_value(CTX_POLICY), Some("DAILY"), "{err}");
+    assert_eq!(err.context_value("status"), Some("429"), "{err}");
+    assert!(err.to_string().contains("daily API limit"), "{err}");
+    // Properties, the newest-change search, then three list pages.
+    assert_eq!(pages, 3, "pages before the limit are kept");
+    let log = sim.request_log();
+    assert_eq!(log.count_status(429), 1, "exactly one refused request");
+    assert_eq!(log.len(), 6, "nothing sent after the refusal");
+    let refused = log.entries().into_iter().last().unwrap();
+    assert_eq!(refused.status(), Some(429));
+    assert_eq!(refused.path, "/crm/v3/objects/contacts");
+    // The same client now fails at once, without asking HubSpot again.
+    let (_, again) = read_until_error(&hs).await;
+    assert_eq!(again.kind(), &ErrorKind::QuotaExhausted);
+    assert_eq!(log.len(), 6, "no request after a DAILY 429");
+}
+
+/// The daily allowance belongs to the account: another app spending it
+/// between two requests leaves this client's last `Daily-Remaining` header
+/// above zero, and its next request meets the `DAILY` 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_app_spending_the_daily_allowance_stops_the_run_with_one_429() {
+    let sim = daily_sim(8, true).await;
+    let hs = connector(&sim, fast_limits());
+    let mut s = hs.read(ReadRequest::full("contacts").page_size(10));
+    s.next().await.unwrap().unwrap();
+    // Properties, newest change and a page spent 3 of 8; the other app
+    // spends the remaining 5.
+    let other = crm_http::reqwest::Client::new();
+    let token = HubSpotSimConfig::default().private_app_token;
+    for _ in 0..5 {
+        let r = other
+            .get(sim.url("/crm/v3/objects/companies?limit=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let err = s.next().await.unwrap().unwrap_err();
+    assert!(s.next().await.is_none(), "the run stops");
+    assert_eq!(err.kind(), &ErrorKind::QuotaExhausted, "{err}");
+    assert_eq!(err.context_value(CTX_POLICY), Some("DAILY"), "{err}");
+    let log = sim.request_log();
+    assert_eq!(log.count_status(429), 1);
+    assert_eq!(log.len(), 9, "3 + 5 admitted, 1 refused, none re-sent");
+}
+
+/// With the daily headers on, the answer that spends the allowance says
+/// `X-HubSpot-RateLimit-Daily-Remaining: 0` and the client stops before
+/// HubSpot has to refuse anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_remaining_of_zero_stops_the_run_before_a_429() {
+    let sim = daily_sim(5, true).await;
+    let hs = connector(&sim, fast_limits());
+    let (pages, err) = read_until_error(&hs).await;
     assert_eq!(err.kind(), &ErrorKind::QuotaExhausted);
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("quota"), "{err}");
-    assert!(pages >= 1, "pages before the limit are kept");
-    // Not spinning: at most the one request HubSpot refused, never re-sent.
-    assert!(sim.request_log().count_status(429) <= 1);
+    assert_eq!(pages, 3, "pages before the limit are kept");
+    assert_eq!(sim.request_log().count_status(429), 0);
+    assert_eq!(sim.request_log().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,21 +6,26 @@
 //! | `GET`/`POST /crm/v3/objects/{type}` | list (`limit` ≤ 100, `after`, `properties`, `archived`) and create |
 //! | `GET /crm/v3/objects/{type}/{id}` | one record |
 //! | `POST /crm/v3/objects/{type}/batch/{read,create,update,upsert,archive}` | batches of ≤ 100, `207 Multi-Status` with per-input errors (`objectWriteTraceId` echoed) |
-//! | `POST /crm/v3/objects/{type}/search` | filterGroups (EQ, NEQ, GT, GTE, LT, LTE, IN, HAS_PROPERTY, NOT_HAS_PROPERTY, CONTAINS_TOKEN), one sort, `limit` ≤ 200, 400 past 10,000 hits, optional index lag |
+//! | `POST /crm/v3/objects/{type}/search` | filterGroups (EQ, NEQ, GT, GTE, LT, LTE, BETWEEN, IN, NOT_IN, HAS_PROPERTY, NOT_HAS_PROPERTY, CONTAINS_TOKEN, NOT_CONTAINS_TOKEN; others 400), one sort, `limit` ≤ 200, 400 past 10,000 hits, optional index lag |
 //! | `GET /crm/v3/properties/{type}` | property definitions, custom ones included |
 //! | `GET /crm/v4/objects/{type}/{id}/associations/{toType}` | one record's associations (`after`, `limit` ≤ 500) |
 //! | `POST /crm/v4/associations/{from}/{to}/batch/{read,create,archive}` | associations of many records (per-record `paging`), links with a type id, unlinks |
 //! | `POST /crm/v4/associations/{from}/{to}/batch/associate/default` | links pairs with the default type |
 //! | `GET /crm/v4/associations/{from}/{to}/labels` | the default association type |
-//! | `POST /oauth/v1/token` | refresh-token and authorization-code grants (30-minute tokens) |
+//! | `POST /oauth/v1/token` | refresh-token and authorization-code grants (30-minute tokens; a refresh returns the refresh token too) |
 //!
 //! Data routes take a private-app token or an issued OAuth token, are rate
 //! limited per rolling window and per day, and answer 429 with HubSpot's
-//! body (`policyName` `TEN_SECONDLY_ROLLING` or `DAILY`) and
-//! `X-HubSpot-RateLimit-*` headers on admitted responses. [`sign_delivery`]
+//! body (`policyName` `TEN_SECONDLY_ROLLING` or `DAILY`). Admitted answers
+//! other than searches (HubSpot sends none there) carry the
+//! `X-HubSpot-RateLimit-*` headers; the daily ones can be turned off with
+//! [`HubSpotSimConfig::daily_headers`]. [`sign_delivery`]
 //! signs webhook deliveries with v3; [`send_webhook`] delivers signed event
 //! batches over HTTP to the subscribers of the context's webhook sender
 //! (duplicated when the fault plan says so).
+//!
+//! Record ids are plain decimal numbers, as HubSpot's are (`"1"`, `"2"`,
+//! ...; v4 association create answers give them as integers).
 //!
 //! Associations live in the object store (see [`associations`]), both
 //! directions of a pair with their default type ids.
@@ -39,7 +44,7 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::RecordId;
 use crm_sim::auth::{AuthGuard, AuthMethod, OAuthClient, token_endpoint};
-use crm_sim::store::{Deleted, Fields, StoredRecord};
+use crm_sim::store::{ChangeQuery, Deleted, Fields, StoredRecord};
 use crm_sim::{
     RateLimited, RecordFaults, ResponseForm, SimContext, Simulator, Window, WindowStatus,
 };
@@ -75,6 +80,12 @@ pub struct HubSpotSimConfig {
     pub window: Duration,
     /// Requests per day, if limited.
     pub daily: Option<u32>,
+    /// Whether admitted answers carry `X-HubSpot-RateLimit-Daily` and
+    /// `-Daily-Remaining` (default on). Off, a client cannot see the daily
+    /// allowance run out and meets HubSpot's `DAILY` 429 itself, as it does
+    /// when other apps of the account spend the shared daily allowance
+    /// between two of its requests.
+    pub daily_headers: bool,
     /// How long after a change a record becomes searchable.
     pub index_lag: Duration,
     /// Extra (custom) properties per object type.
@@ -95,6 +106,7 @@ impl Default for HubSpotSimConfig {
             per_window: 100,
             window: Duration::from_secs(10),
             daily: Some(250_000),
+            daily_headers: true,
             index_lag: Duration::ZERO,
             custom_properties: HashMap::new(),
             association_page_size: 500,
@@ -147,8 +159,28 @@ impl HubSpotSimulator {
 }
 
 /// HubSpot's wording of 429s and its rate-limit headers.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HubSpotForm;
+#[derive(Clone, Copy, Debug)]
+pub struct HubSpotForm {
+    daily_headers: bool,
+}
+
+impl Default for HubSpotForm {
+    fn default() -> Self {
+        HubSpotForm {
+            daily_headers: true,
+        }
+    }
+}
+
+impl HubSpotForm {
+    /// Whether answers carry the daily headers (see
+    /// [`HubSpotSimConfig::daily_headers`]).
+    #[must_use]
+    pub fn daily_headers(mut self, on: bool) -> Self {
+        self.daily_headers = on;
+        self
+    }
+}
 
 impl ResponseForm for HubSpotForm {
     fn rate_limited(&self, l: &RateLimited) -> Response {
@@ -178,6 +210,9 @@ impl ResponseForm for HubSpotForm {
     fn rate_limit_headers(&self, status: &[WindowStatus], headers: &mut HeaderMap) {
         for s in status {
             let daily = s.period >= Duration::from_secs(86_400);
+            if daily && !self.daily_headers {
+                continue;
+            }
             let pairs: Vec<(&'static str, String)> = if daily {
                 vec![
                     ("x-hubspot-ratelimit-daily", s.limit.to_string()),
@@ -216,8 +251,13 @@ impl Simulator for HubSpotSimulator {
         "hubspot"
     }
 
+    /// HubSpot's record ids: plain decimal numbers.
+    fn id_generator(&self) -> Arc<dyn crm_sim::store::IdGenerator> {
+        Arc::new(|_: &str, seq: u64| RecordId::new(seq.to_string()))
+    }
+
     fn form(&self) -> Arc<dyn ResponseForm> {
-        Arc::new(HubSpotForm)
+        Arc::new(HubSpotForm::default().daily_headers(self.config.daily_headers))
     }
 
     fn setup(&self, ctx: &SimContext) {
@@ -276,9 +316,10 @@ impl Simulator for HubSpotSimulator {
             .layer(axum::middleware::from_fn_with_state(
                 limiter,
                 crm_sim::RateLimiter::middleware,
-            ));
+            ))
+            .layer(axum::middleware::from_fn(search_without_rate_headers));
         Router::new()
-            .route("/oauth/v1/token", post(token_endpoint))
+            .route("/oauth/v1/token", post(token))
             .with_state(ctx.auth().clone())
             .merge(data)
     }
@@ -293,6 +334,64 @@ impl Simulator for HubSpotSimulator {
             "refresh_token": self.config.refresh_token,
         })
     }
+}
+
+/// The token endpoint: `crm-sim`'s grants, answered as HubSpot does. A
+/// refresh also returns the refresh token (HubSpot keeps it valid and
+/// always sends `refresh_token`), so the field is never missing.
+async fn token(
+    State(auth): State<crm_sim::auth::AuthState>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let sent = url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "refresh_token")
+        .map(|(_, v)| v.into_owned());
+    let resp = token_endpoint(State(auth), headers, body).await;
+    let Some(sent) = sent.filter(|_| resp.status() == StatusCode::OK) else {
+        return resp;
+    };
+    let (mut parts, answer) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(answer, 64 * 1024).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "token answer unreadable",
+        );
+    };
+    let out = match serde_json::from_slice::<Json_>(&bytes) {
+        Ok(Json_::Object(mut m)) => {
+            m.entry("refresh_token").or_insert(Json_::String(sent));
+            serde_json::to_vec(&m).unwrap_or_else(|_| bytes.to_vec())
+        }
+        _ => bytes.to_vec(),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
+}
+
+/// Search answers carry no `X-HubSpot-RateLimit-*` headers (search has its
+/// own per-second limit, reported nowhere; see the bundled OpenAPI
+/// description's `x-hubspot-rate-limits.search`), though searches still
+/// count towards the rolling and daily limits.
+async fn search_without_rate_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let search = req.uri().path().ends_with("/search");
+    let mut resp = next.run(req).await;
+    if search {
+        let names: Vec<_> = resp
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-hubspot-ratelimit-"))
+            .cloned()
+            .collect();
+        for k in names {
+            resp.headers_mut().remove(k);
+        }
+    }
+    resp
 }
 
 /// Signs a webhook delivery the way HubSpot does (v3): the headers to send
@@ -888,53 +987,159 @@ async fn batch(
     }
 }
 
-fn compare(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-        _ => match (parse_time_ms(a), parse_time_ms(b)) {
+/// A value parsed once for comparing: numbers compare as numbers, else
+/// times as times, else text case-insensitively.
+struct SortKey {
+    number: Option<f64>,
+    time: Option<i64>,
+    /// Lower-cased text; `None` for a system time, whose text is derived
+    /// from `time` when needed (formatting every stamp is slow).
+    text: Option<String>,
+}
+
+impl SortKey {
+    fn new(v: &str) -> Self {
+        SortKey {
+            number: v.parse::<f64>().ok(),
+            time: parse_time_ms(v),
+            text: Some(v.to_lowercase()),
+        }
+    }
+
+    fn of_time(t: DateTime<Utc>) -> Self {
+        SortKey {
+            number: None,
+            time: Some(t.timestamp_millis()),
+            text: None,
+        }
+    }
+
+    /// A record's value of `name`, system properties included.
+    fn of(object: &str, r: &StoredRecord, name: &str) -> Option<Self> {
+        if name == created_property(object) {
+            return Some(Self::of_time(r.created_at));
+        }
+        if name == time_property(object) {
+            return Some(Self::of_time(r.modified_at));
+        }
+        AppState::value(object, r, name).map(|v| Self::new(&v))
+    }
+
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.text {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(
+                self.time
+                    .and_then(DateTime::from_timestamp_millis)
+                    .map(|d| ts(d).to_lowercase())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.text.as_deref() == Some("")
+    }
+
+    fn cmp_to(&self, other: &SortKey) -> std::cmp::Ordering {
+        if let (Some(x), Some(y)) = (self.number, other.number) {
+            return x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+        }
+        match (self.time, other.time) {
             (Some(x), Some(y)) => x.cmp(&y),
-            _ => a.to_lowercase().cmp(&b.to_lowercase()),
-        },
+            _ => self.text().cmp(&other.text()),
+        }
     }
 }
 
-fn matches_filter(object: &str, r: &StoredRecord, f: &Filter) -> Result<bool, String> {
-    let v = AppState::value(object, r, &f.property_name);
-    let want = f.value.as_deref().unwrap_or("");
-    use std::cmp::Ordering::*;
-    Ok(match &f.operator {
-        Operator::HasProperty => v.is_some_and(|x| !x.is_empty()),
-        Operator::NotHasProperty => v.is_none_or(|x| x.is_empty()),
-        Operator::Eq => v.is_some_and(|x| compare(&x, want) == Equal),
-        Operator::Neq => v.is_none_or(|x| compare(&x, want) != Equal),
-        Operator::Gt => v.is_some_and(|x| compare(&x, want) == Greater),
-        Operator::Gte => v.is_some_and(|x| compare(&x, want) != Less),
-        Operator::Lt => v.is_some_and(|x| compare(&x, want) == Less),
-        Operator::Lte => v.is_some_and(|x| compare(&x, want) != Greater),
-        Operator::In => {
-            v.is_some_and(|x| f.values.iter().flatten().any(|w| compare(&x, w) == Equal))
+/// A filter with its comparison values parsed once per search.
+struct Prepared<'a> {
+    filter: &'a Filter,
+    want: SortKey,
+    high: SortKey,
+    values: Vec<SortKey>,
+}
+
+impl<'a> Prepared<'a> {
+    /// The filter ready to apply, or the 400 message for an operator the
+    /// simulator does not know.
+    fn new(filter: &'a Filter) -> Result<Self, String> {
+        if let Operator::Unknown(op) = &filter.operator {
+            return Err(format!("operator {op} is not supported"));
         }
-        Operator::NotIn => {
-            v.is_none_or(|x| !f.values.iter().flatten().any(|w| compare(&x, w) == Equal))
-        }
-        Operator::ContainsToken | Operator::NotContainsToken => {
-            let pat = want.to_lowercase();
-            let hit = v.is_some_and(|x| {
-                let x = x.to_lowercase();
-                match (pat.strip_prefix('*'), pat.strip_suffix('*')) {
-                    (Some(suffix), _) => x.ends_with(suffix),
-                    (_, Some(prefix)) => x.starts_with(prefix),
-                    _ => x.split(|c: char| !c.is_alphanumeric()).any(|t| t == pat) || x == pat,
-                }
-            });
-            if f.operator == Operator::ContainsToken {
-                hit
-            } else {
-                !hit
+        Ok(Prepared {
+            filter,
+            want: SortKey::new(filter.value.as_deref().unwrap_or("")),
+            high: SortKey::new(filter.high_value.as_deref().unwrap_or("")),
+            values: filter
+                .values
+                .iter()
+                .flatten()
+                .map(|v| SortKey::new(v))
+                .collect(),
+        })
+    }
+
+    fn matches(&self, object: &str, r: &StoredRecord) -> bool {
+        use std::cmp::Ordering::*;
+        let v = SortKey::of(object, r, &self.filter.property_name);
+        let cmp = |w: &SortKey| v.as_ref().map(|x| x.cmp_to(w));
+        match &self.filter.operator {
+            Operator::HasProperty => v.as_ref().is_some_and(|x| !x.is_empty()),
+            Operator::NotHasProperty => v.as_ref().is_none_or(SortKey::is_empty),
+            Operator::Eq => cmp(&self.want) == Some(Equal),
+            Operator::Neq => cmp(&self.want) != Some(Equal),
+            Operator::Gt => cmp(&self.want) == Some(Greater),
+            Operator::Gte => matches!(cmp(&self.want), Some(Greater | Equal)),
+            Operator::Lt => cmp(&self.want) == Some(Less),
+            Operator::Lte => matches!(cmp(&self.want), Some(Less | Equal)),
+            Operator::Between => {
+                matches!(cmp(&self.want), Some(Greater | Equal))
+                    && matches!(cmp(&self.high), Some(Less | Equal))
             }
+            Operator::In => self.values.iter().any(|w| cmp(w) == Some(Equal)),
+            Operator::NotIn => !self.values.iter().any(|w| cmp(w) == Some(Equal)),
+            Operator::ContainsToken | Operator::NotContainsToken => {
+                let pat = self.want.text();
+                let hit = v.as_ref().is_some_and(|x| {
+                    let x = x.text();
+                    match (pat.strip_prefix('*'), pat.strip_suffix('*')) {
+                        (Some(suffix), _) => x.ends_with(suffix),
+                        (_, Some(prefix)) => x.starts_with(prefix),
+                        _ => {
+                            x.split(|c: char| !c.is_alphanumeric()).any(|t| t == pat) || *x == *pat
+                        }
+                    }
+                });
+                hit == (self.filter.operator == Operator::ContainsToken)
+            }
+            // Refused by `new`.
+            Operator::Unknown(_) => false,
         }
-        other => return Err(format!("operator {} is not supported", other.as_str())),
-    })
+    }
+}
+
+/// The earliest modification time any hit can have, when every filter
+/// group bounds it from below (so the store is read from there on).
+fn modified_floor(object: &str, groups: &[crate::wire::FilterGroup]) -> Option<DateTime<Utc>> {
+    let tp = time_property(object);
+    let mut floor: Option<i64> = None;
+    for g in groups {
+        let bound = g
+            .filters
+            .iter()
+            .filter(|f| f.property_name == tp)
+            .filter(|f| {
+                matches!(
+                    f.operator,
+                    Operator::Gte | Operator::Gt | Operator::Eq | Operator::Between
+                )
+            })
+            .filter_map(|f| f.value.as_deref().and_then(parse_time_ms))
+            .max()?;
+        floor = Some(floor.map_or(bound, |x| x.min(bound)));
+    }
+    floor.and_then(DateTime::from_timestamp_millis)
 }
 
 async fn search(
@@ -994,35 +1199,36 @@ async fn search(
             "There was a problem with the request. (paging past 10,000 results is not allowed)",
         );
     }
-    let now = st.ctx.clock().now();
-    let lag = chrono::Duration::from_std(st.config.index_lag).unwrap_or_default();
-    let mut hits = Vec::new();
-    for r in st.ctx.store().all(&object, Deleted::Exclude) {
-        if lag > chrono::Duration::zero() && r.modified_at + lag > now {
-            continue; // not indexed yet
-        }
-        let mut keep = req.filter_groups.is_empty();
-        for g in &req.filter_groups {
-            let mut all = true;
-            for f in &g.filters {
-                match matches_filter(&object, &r, f) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        all = false;
-                        break;
-                    }
-                    Err(m) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m),
-                }
-            }
-            if all {
-                keep = true;
-                break;
-            }
-        }
-        if keep {
-            hits.push(r);
+    let mut groups: Vec<Vec<Prepared<'_>>> = Vec::new();
+    for g in &req.filter_groups {
+        match g.filters.iter().map(Prepared::new).collect() {
+            Ok(p) => groups.push(p),
+            Err(m) => return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", m),
         }
     }
+    let now = st.ctx.clock().now();
+    let lag = chrono::Duration::from_std(st.config.index_lag).unwrap_or_default();
+    let candidates = st
+        .ctx
+        .store()
+        .changes(
+            &object,
+            &ChangeQuery::new()
+                .deleted(Deleted::Exclude)
+                .since(modified_floor(&object, &req.filter_groups)),
+        )
+        .records;
+    let hits: Vec<StoredRecord> = candidates
+        .into_iter()
+        // Not indexed yet.
+        .filter(|r| lag <= chrono::Duration::zero() || r.modified_at + lag <= now)
+        .filter(|r| {
+            groups.is_empty()
+                || groups
+                    .iter()
+                    .any(|g| g.iter().all(|p| p.matches(&object, r)))
+        })
+        .collect();
     let (sort_prop, dir) = req
         .sorts
         .first()
@@ -1036,16 +1242,23 @@ async fn search(
                 SortDirection::Ascending,
             )
         });
-    hits.sort_by(|a, b| {
-        let va = AppState::value(&object, a, &sort_prop).unwrap_or_default();
-        let vb = AppState::value(&object, b, &sort_prop).unwrap_or_default();
-        let o = compare(&va, &vb);
+    // Each hit's sort value parsed once, not once per comparison.
+    let mut keyed: Vec<(SortKey, StoredRecord)> = hits
+        .into_iter()
+        .map(|r| {
+            let k = SortKey::of(&object, &r, &sort_prop).unwrap_or_else(|| SortKey::new(""));
+            (k, r)
+        })
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        let o = a.cmp_to(b);
         if dir == SortDirection::Descending {
             o.reverse()
         } else {
             o
         }
     });
+    let hits: Vec<StoredRecord> = keyed.into_iter().map(|(_, r)| r).collect();
     let total = hits.len();
     let page: Vec<HsObject> = hits
         .iter()
