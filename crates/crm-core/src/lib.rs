@@ -4,6 +4,8 @@
 //! This crate is pure logic: no network, no database, no async runtime. The
 //! provider crates (`crm-salesforce`, `crm-hubspot`, ...) and `crm-sql`
 //! implement its traits; `crm-sync` drives them.
+//! [`attribution`] splits conversions among social touchpoints per campaign;
+//! [`engagement`] scores social interactions from 0 to 100.
 //!
 //! ```
 //! use crm_core::{Record, Value};
@@ -16,9 +18,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attribution;
 pub mod conflict;
 pub mod connector;
 pub mod dedupe;
+pub mod engagement;
 pub mod env;
 pub mod error;
 pub mod mapping;
