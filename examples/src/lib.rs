@@ -9,8 +9,12 @@
 //! |---|---|---|
 //! | `reverse_etl_salesforce` | [`reverse_etl`] | seed 001: scores from PostgreSQL onto Salesforce Contacts |
 //! | `bookings_writeback` | [`writeback`] | seed 000: pacing figures from SQLite into the bookings Google Sheet |
+//! | `hubspot_salesforce_sync` | [`contact_sync`] | HubSpot contacts <-> Salesforce Contacts, both ways, state in SQLite |
+//! | `webhook_receiver` | [`webhook_receiver`] | HubSpot, Pipedrive and seed 001 customer webhooks into an SQLite table |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod contact_sync;
 pub mod reverse_etl;
+pub mod webhook_receiver;
 pub mod writeback;

@@ -413,6 +413,20 @@ pub async fn run_job(
     }
     let timeout = Duration::from_secs(job.crm.sync.timeout.max(1));
     let outcome = tokio::time::timeout(timeout, pipeline.run(mode)).await;
+    if let Ok(Err(e)) = &outcome {
+        // Seed 000: a schema mismatch alerts and pauses the sync. A failure
+        // to pause must not hide the run's own error, so it is only logged.
+        if let Err(p) = crate::schedule::jobs::pause_on_schema_mismatch(
+            state.store(),
+            state.connection(),
+            &job.name,
+            e,
+        )
+        .await
+        {
+            tracing::warn!(job = %job.name, error = %p, "could not pause the connection");
+        }
+    }
     sink.close().await;
     state.store().close().await;
     match outcome {

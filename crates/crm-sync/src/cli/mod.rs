@@ -2,7 +2,9 @@
 
 pub mod contacts;
 pub mod matching;
+pub mod resume;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod sim;
 pub mod worker;
@@ -46,6 +48,10 @@ pub enum Command {
     Writeback(writeback::WriteBackArgs),
     /// The unified contact view across CRMs, keyed by email (seed 004).
     Contacts(contacts::ContactsArgs),
+    /// Run a job's seed 003 background jobs on their cadences until Ctrl-C.
+    Schedule(schedule::ScheduleArgs),
+    /// Resume a job's connection paused by a schema mismatch.
+    Resume(resume::ResumeArgs),
 }
 
 /// A failure, with the exit code it maps to.
@@ -96,7 +102,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker(args) => block_on(worker::run(&args)),
         Command::Enqueue(args) => block_on(worker::enqueue(&args)),
         Command::Writeback(args) => block_on(writeback::run(&args)),
+        Command::Resume(args) => block_on(resume::run(&args)),
         Command::Contacts(args) => block_on(contacts::run(&args)),
+        Command::Schedule(args) => block_on(schedule::run(&args)),
     }
 }
 

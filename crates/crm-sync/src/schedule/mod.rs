@@ -8,7 +8,8 @@
 //!   only when told.
 //! - [`Scheduler`]: never runs two runs of one job at once, and after a
 //!   pause runs each late job once, not once per missed fire time.
-//! - [`jobs`]: seed 003's background jobs and their cadences.
+//! - [`jobs`]: seed 003's background jobs and their cadences, and the
+//!   pause of a connection on a schema mismatch.
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};
@@ -22,8 +23,11 @@
 //! ```
 
 mod clock;
+mod conflicts;
 mod cron;
 pub mod jobs;
+mod pause;
+mod retry;
 mod scheduler;
 
 use std::fmt;

@@ -217,6 +217,11 @@ impl<C: Clock> Scheduler<C> {
         }));
     }
 
+    /// The clock the scheduler reads.
+    pub fn clock(&self) -> &Arc<C> {
+        &self.clock
+    }
+
     /// Completed runs of job `name` (successful or not).
     pub fn runs(&self, name: &str) -> u64 {
         self.entry(name)
