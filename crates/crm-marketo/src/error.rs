@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crm_core::{Error, ErrorKind};
+use crm_core::{Error, ErrorKind, WriteOutcome};
 use crm_http::classify::{CTX_PROVIDER_CODE, CTX_PROVIDER_MESSAGE};
 use crm_http::{
     DefaultClassifier, LimitScope, RateLimitObservation, RateLimiter, ResponseClassifier,
@@ -134,6 +134,39 @@ pub fn kind_of(class: CodeClass, rate_wait: Duration) -> ErrorKind {
         CodeClass::SchemaMismatch => ErrorKind::SchemaMismatch,
         CodeClass::Invalid => ErrorKind::InvalidInput,
     }
+}
+
+/// The error for a result Marketo gave for input `pos` of a call that sent `len`.
+pub(crate) fn answered_past_input(op: &'static str, pos: usize, len: usize) -> Error {
+    Error::new(
+        ErrorKind::SchemaMismatch,
+        format!("Marketo answered for input {pos} of {len}"),
+    )
+    .with_operation(op)
+}
+
+/// One outcome a slot: those Marketo did not answer for are retryable
+/// rejections ("Marketo answered nothing for this `item`").
+pub(crate) fn fill_unanswered(
+    slots: Vec<Option<WriteOutcome>>,
+    op: &'static str,
+    item: &str,
+) -> Vec<WriteOutcome> {
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(index, o)| {
+            o.unwrap_or_else(|| WriteOutcome::Rejected {
+                index,
+                error: Error::new(
+                    ErrorKind::Transient,
+                    format!("Marketo answered nothing for this {item}"),
+                )
+                .with_operation(op)
+                .set_temporary(),
+            })
+        })
+        .collect()
 }
 
 /// The error of one skipped record (`status: "skipped"` with `reasons`).
@@ -256,6 +289,11 @@ mod tests {
     use crm_http::reqwest::{Method, StatusCode};
 
     fn classify(body: &str) -> Verdict {
+        classify_with(&MarketoClassifier::new(Duration::from_millis(250)), body)
+    }
+
+    /// `c`'s verdict on a 200 answer to `leads.get` with `body`.
+    fn classify_with(c: &MarketoClassifier, body: &str) -> Verdict {
         let method = Method::GET;
         let headers = HeaderMap::new();
         let parts = ResponseParts::new(
@@ -267,7 +305,7 @@ mod tests {
             body.as_bytes(),
             &[],
         );
-        MarketoClassifier::new(Duration::from_millis(250)).classify(&parts)
+        c.classify(&parts)
     }
 
     fn body(code: &str, message: &str) -> String {
@@ -310,22 +348,13 @@ mod tests {
         let wait = Duration::from_millis(300);
         let limiter = Arc::new(RateLimiter::new(crm_http::RateLimitConfig::unlimited()).unwrap());
         let c = MarketoClassifier::new(wait).pausing(Arc::clone(&limiter));
-        let method = Method::GET;
-        let headers = HeaderMap::new();
         let quick = tokio::time::Instant::now();
         drop(limiter.acquire().await.unwrap());
         assert!(quick.elapsed() < Duration::from_millis(100));
-        let body = body("606", "Max rate limit '100' exceeded with in '20' secs");
-        let parts = ResponseParts::new(
-            "marketo",
-            "leads.get",
-            &method,
-            StatusCode::OK,
-            &headers,
-            body.as_bytes(),
-            &[],
-        );
-        let e = failure(c.classify(&parts));
+        let e = failure(classify_with(
+            &c,
+            &body("606", "Max rate limit '100' exceeded with in '20' secs"),
+        ));
         assert_eq!(e.retry_after(), Some(wait));
         let held = tokio::time::Instant::now();
         drop(limiter.acquire().await.unwrap());

@@ -36,7 +36,7 @@ use crate::Marketo;
 use crate::client::{
     AssetFilter, MAX_BATCH, MAX_CAMPAIGN_LEADS, MAX_MEMBER_RANGE_DAYS, MemberFilter, Paged,
 };
-use crate::error::record_error;
+use crate::error::{answered_past_input, fill_unanswered, record_error};
 use crate::wire::{
     Campaign, CampaignToken, MembershipResult, ProgramLead, ProgramMember, StaticList, WireRecord,
 };
@@ -409,11 +409,7 @@ fn outcomes(
     for (n, r) in results.into_iter().enumerate() {
         let index = r.seq.unwrap_or(n);
         let Some(&lead) = lead_ids.get(index) else {
-            return Err(Error::new(
-                ErrorKind::SchemaMismatch,
-                format!("Marketo answered for input {index} of {}", lead_ids.len()),
-            )
-            .with_operation(op));
+            return Err(answered_past_input(op, index, lead_ids.len()));
         };
         let id = RecordId::new(r.lead().unwrap_or(lead).to_string());
         let code = r.reasons.first().map(|e| e.code.as_str());
@@ -443,21 +439,7 @@ fn outcomes(
             *slot = Some(outcome);
         }
     }
-    Ok(slots
-        .into_iter()
-        .enumerate()
-        .map(|(index, o)| {
-            o.unwrap_or_else(|| WriteOutcome::Rejected {
-                index,
-                error: Error::new(
-                    ErrorKind::Transient,
-                    "Marketo answered nothing for this lead",
-                )
-                .with_operation(op)
-                .set_temporary(),
-            })
-        })
-        .collect())
+    Ok(fill_unanswered(slots, op, "lead"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crm_core::{
 use serde_json::Value as Json;
 
 use crate::client::MAX_BATCH;
-use crate::error::record_error;
+use crate::error::{answered_past_input, fill_unanswered, record_error};
 use crate::mapping::{comparable, wire_from_record};
 use crate::wire::{
     DeleteRequest, SyncAction, SyncLeadRequest, SyncObjectRequest, SyncResult, WireRecord,
@@ -280,11 +280,7 @@ fn apply_results(
     for (n, r) in results.into_iter().enumerate() {
         let pos = r.seq.unwrap_or(n);
         let Some(&index) = indexes.get(pos) else {
-            return Err(Error::new(
-                ErrorKind::SchemaMismatch,
-                format!("Marketo answered for input {pos} of {}", indexes.len()),
-            )
-            .with_operation(op));
+            return Err(answered_past_input(op, pos, indexes.len()));
         };
         let id = match kind {
             ObjectKind::Opportunities => r.marketo_guid.clone(),
@@ -316,19 +312,5 @@ fn apply_results(
 }
 
 fn finish(outcomes: Vec<Option<WriteOutcome>>, op: &'static str) -> Result<Vec<WriteOutcome>> {
-    Ok(outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(index, o)| {
-            o.unwrap_or_else(|| WriteOutcome::Rejected {
-                index,
-                error: Error::new(
-                    ErrorKind::Transient,
-                    "Marketo answered nothing for this record",
-                )
-                .with_operation(op)
-                .set_temporary(),
-            })
-        })
-        .collect())
+    Ok(fill_unanswered(outcomes, op, "record"))
 }

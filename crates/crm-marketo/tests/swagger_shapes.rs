@@ -74,6 +74,45 @@ impl Specs {
         let name = reference.trim_start_matches("#/definitions/");
         &spec["definitions"][name]
     }
+
+    /// The definition of the operation's `in: body` parameter.
+    fn request_body(&self, method: &str, path: &str) -> &Value {
+        let (spec, op) = self.operation(method, path).unwrap();
+        let r = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["in"] == "body")
+            .and_then(|p| p["schema"]["$ref"].as_str())
+            .unwrap();
+        Self::definition(spec, r)
+    }
+
+    /// Asserts `value` uses only properties of the operation's body definition.
+    fn body_declared(&self, method: &str, path: &str, value: &Value, what: &str) {
+        keys_declared(&self.mapi, self.request_body(method, path), value, what);
+    }
+
+    /// Asserts `body` uses only properties of the operation's 200 response definition.
+    fn response_declared(&self, method: &str, path: &str, body: &Value, what: &str) {
+        let (spec, op) = self.operation(method, path).unwrap();
+        let def = Self::definition(
+            spec,
+            op["responses"]["200"]["schema"]["$ref"].as_str().unwrap(),
+        );
+        keys_declared(spec, def, body, what);
+    }
+}
+
+/// Sends `req` and reads the answer as JSON.
+async fn json_of(req: crm_http::reqwest::RequestBuilder) -> Value {
+    req.send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap()
 }
 
 fn keys_declared(spec: &Value, def: &Value, value: &Value, what: &str) {
@@ -307,17 +346,6 @@ async fn requests_and_responses_match_the_swagger_description() {
     }
 
     // Request bodies: our serialised types use declared properties only.
-    let body_def = |method: &str, path: &str| {
-        let (spec, op) = specs.operation(method, path).unwrap();
-        let r = op["parameters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["in"] == "body")
-            .and_then(|p| p["schema"]["$ref"].as_str())
-            .unwrap();
-        Specs::definition(spec, r).clone()
-    };
     let rec: serde_json::Map<String, Value> =
         [("email".to_owned(), json!("a@b.c"))].into_iter().collect();
     let lead_req = serde_json::to_value(SyncLeadRequest {
@@ -326,12 +354,7 @@ async fn requests_and_responses_match_the_swagger_description() {
         input: vec![rec.clone()],
     })
     .unwrap();
-    keys_declared(
-        &specs.mapi,
-        &body_def("POST", "/rest/v1/leads.json"),
-        &lead_req,
-        "SyncLeadRequest",
-    );
+    specs.body_declared("POST", "/rest/v1/leads.json", &lead_req, "SyncLeadRequest");
     let obj_req = serde_json::to_value(SyncObjectRequest {
         action: Some(SyncAction::UpdateOnly),
         dedupe_by: Some("dedupeFields".into()),
@@ -339,7 +362,7 @@ async fn requests_and_responses_match_the_swagger_description() {
     })
     .unwrap();
     for p in ["/rest/v1/companies.json", "/rest/v1/opportunities.json"] {
-        keys_declared(&specs.mapi, &body_def("POST", p), &obj_req, p);
+        specs.body_declared("POST", p, &obj_req, p);
     }
     let del = serde_json::to_value(DeleteRequest {
         delete_by: Some("idField".into()),
@@ -350,7 +373,7 @@ async fn requests_and_responses_match_the_swagger_description() {
         "/rest/v1/companies/delete.json",
         "/rest/v1/opportunities/delete.json",
     ] {
-        keys_declared(&specs.mapi, &body_def("POST", p), &del, p);
+        specs.body_declared("POST", p, &del, p);
     }
     let export = serde_json::to_value(ExportRequest {
         fields: vec!["id".into()],
@@ -364,8 +387,8 @@ async fn requests_and_responses_match_the_swagger_description() {
         format: Some("CSV".into()),
     })
     .unwrap();
-    let def = body_def("POST", "/bulk/v1/leads/export/create.json");
-    keys_declared(&specs.mapi, &def, &export, "ExportLeadRequest");
+    let def = specs.request_body("POST", "/bulk/v1/leads/export/create.json");
+    keys_declared(&specs.mapi, def, &export, "ExportLeadRequest");
     let filter_def = Specs::definition(
         &specs.mapi,
         def["properties"]["filter"]["$ref"].as_str().unwrap(),
@@ -383,9 +406,9 @@ async fn requests_and_responses_match_the_swagger_description() {
         input: ids.clone(),
     })
     .unwrap();
-    keys_declared(
-        &specs.mapi,
-        &body_def("POST", "/rest/v1/leads/programs/1001/status.json"),
+    specs.body_declared(
+        "POST",
+        "/rest/v1/leads/programs/1001/status.json",
         &status_req,
         "ChangeLeadProgramStatusRequest",
     );
@@ -394,17 +417,17 @@ async fn requests_and_responses_match_the_swagger_description() {
         input: vec![ProgramMemberLead { lead_id: 1 }],
     })
     .unwrap();
-    keys_declared(
-        &specs.mapi,
-        &body_def("POST", "/rest/v1/programs/1001/members/status.json"),
+    specs.body_declared(
+        "POST",
+        "/rest/v1/programs/1001/members/status.json",
         &member_req,
         "SyncProgramMemberStatusRequest",
     );
     let list_req = serde_json::to_value(ListOperationRequest { input: ids.clone() }).unwrap();
     for method in ["POST", "DELETE"] {
-        keys_declared(
-            &specs.mapi,
-            &body_def(method, "/rest/v1/lists/7/leads.json"),
+        specs.body_declared(
+            method,
+            "/rest/v1/lists/7/leads.json",
             &list_req,
             "ListOperationRequest",
         );
@@ -416,8 +439,8 @@ async fn requests_and_responses_match_the_swagger_description() {
         },
     })
     .unwrap();
-    let def = body_def("POST", "/rest/v1/campaigns/31/trigger.json");
-    keys_declared(&specs.mapi, &def, &trigger_req, "TriggerCampaignRequest");
+    let def = specs.request_body("POST", "/rest/v1/campaigns/31/trigger.json");
+    keys_declared(&specs.mapi, def, &trigger_req, "TriggerCampaignRequest");
     keys_declared(
         &specs.mapi,
         Specs::definition(
@@ -430,19 +453,12 @@ async fn requests_and_responses_match_the_swagger_description() {
 
     // Responses of the simulator: declared envelope and item properties.
     let http = crm_http::reqwest::Client::new();
-    let token: Value = http
-        .get(sim.url(&format!(
-            "/identity/oauth/token?grant_type=client_credentials&client_id={}&client_secret={}",
-            creds["client_id"].as_str().unwrap(),
-            creds["client_secret"].as_str().unwrap()
-        )))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap();
+    let token: Value = json_of(http.get(sim.url(&format!(
+        "/identity/oauth/token?grant_type=client_credentials&client_id={}&client_secret={}",
+        creds["client_id"].as_str().unwrap(),
+        creds["client_secret"].as_str().unwrap()
+    ))))
+    .await;
     keys_declared(
         &specs.identity,
         Specs::definition(&specs.identity, "ResponseOfIdentity"),
@@ -470,56 +486,29 @@ async fn requests_and_responses_match_the_swagger_description() {
     ];
     for g in gets {
         let (path, _) = g.split_once('?').unwrap_or((g, ""));
-        let body: Value = http
-            .get(sim.url(g))
-            .header("authorization", &bearer)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap();
-        let (spec, op) = specs.operation("GET", path).unwrap();
-        let def = Specs::definition(
-            spec,
-            op["responses"]["200"]["schema"]["$ref"].as_str().unwrap(),
-        );
-        keys_declared(spec, def, &body, g);
+        let body: Value = json_of(http.get(sim.url(g)).header("authorization", &bearer)).await;
+        specs.response_declared("GET", path, &body, g);
     }
-    let token_resp: Value = http
-        .get(sim.url("/rest/v1/activities/pagingtoken.json?sinceDatetime=2024-01-01T00:00:00Z"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap();
+    let token_resp: Value = json_of(
+        http.get(
+            sim.url("/rest/v1/activities/pagingtoken.json?sinceDatetime=2024-01-01T00:00:00Z"),
+        )
+        .header("authorization", &bearer),
+    )
+    .await;
     let t = token_resp["nextPageToken"].as_str().unwrap();
     for feed in ["leadchanges", "deletedleads"] {
         let path = format!("/rest/v1/activities/{feed}.json");
-        let body: Value = http
-            .get(sim.url(&format!("{path}?nextPageToken={t}&fields=email")))
-            .header("authorization", &bearer)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap();
+        let body: Value = json_of(
+            http.get(sim.url(&format!("{path}?nextPageToken={t}&fields=email")))
+                .header("authorization", &bearer),
+        )
+        .await;
         assert!(
             body["result"].as_array().is_some_and(|a| !a.is_empty()),
             "{feed}: {body}"
         );
-        let (spec, op) = specs.operation("GET", &path).unwrap();
-        let def = Specs::definition(
-            spec,
-            op["responses"]["200"]["schema"]["$ref"].as_str().unwrap(),
-        );
-        keys_declared(spec, def, &body, &path);
+        specs.response_declared("GET", &path, &body, &path);
     }
     let lead_id = lead;
     let writes = [
@@ -556,23 +545,13 @@ async fn requests_and_responses_match_the_swagger_description() {
     ];
     for (method, path, req) in writes {
         let method = crm_http::reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let body: Value = http
-            .request(method.clone(), sim.url(path))
-            .header("authorization", &bearer)
-            .header("content-type", "application/json")
-            .body(req.to_string())
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .map(|b| serde_json::from_slice(&b).unwrap())
-            .unwrap();
-        let (spec, op) = specs.operation(method.as_str(), path).unwrap();
-        let def = Specs::definition(
-            spec,
-            op["responses"]["200"]["schema"]["$ref"].as_str().unwrap(),
-        );
-        keys_declared(spec, def, &body, path);
+        let body: Value = json_of(
+            http.request(method.clone(), sim.url(path))
+                .header("authorization", &bearer)
+                .header("content-type", "application/json")
+                .body(req.to_string()),
+        )
+        .await;
+        specs.response_declared(method.as_str(), path, &body, path);
     }
 }

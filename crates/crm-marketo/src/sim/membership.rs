@@ -461,12 +461,14 @@ const DEFAULT_LEAD_FIELDS: [&str; 6] = [
 ];
 
 fn lead_fields(q: &Params) -> Vec<String> {
+    fields_or(q, &DEFAULT_LEAD_FIELDS)
+}
+
+/// The `fields` asked for, else `defaults`.
+fn fields_or(q: &Params, defaults: &[&str]) -> Vec<String> {
     let asked = values(q, "fields");
     if asked.is_empty() {
-        DEFAULT_LEAD_FIELDS
-            .iter()
-            .map(|f| (*f).to_owned())
-            .collect()
+        defaults.iter().map(|f| (*f).to_owned()).collect()
     } else {
         asked
     }
@@ -492,27 +494,46 @@ fn render_leads(
         .collect()
 }
 
-async fn leads_by_program(
-    State(app): State<App>,
-    Path(program): Path<String>,
-    Query(q): Query<Params>,
-) -> Response {
-    let program = match path_id(&program, "programId") {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let (batch, offset) = match page_params(&q) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let Some(members) = app
+/// The program named in the path, the page asked for and the program's members.
+struct ProgramPage {
+    program: u64,
+    batch: usize,
+    offset: usize,
+    members: BTreeMap<u64, SimMembership>,
+}
+
+/// Reads the path's program id, then the page parameters, then finds the program.
+fn program_page(app: &App, raw: &str, q: &Params) -> Result<ProgramPage, Response> {
+    let program = path_id(raw, "programId")?;
+    let (batch, offset) = page_params(q)?;
+    let members = app
         .st
         .catalog()
         .programs
         .get(&program)
         .map(|(_, m)| m.clone())
-    else {
-        return error_body("1013", "Program not found");
+        .ok_or_else(|| error_body("1013", "Program not found"))?;
+    Ok(ProgramPage {
+        program,
+        batch,
+        offset,
+        members,
+    })
+}
+
+async fn leads_by_program(
+    State(app): State<App>,
+    Path(program): Path<String>,
+    Query(q): Query<Params>,
+) -> Response {
+    let ProgramPage {
+        batch,
+        offset,
+        members,
+        ..
+    } = match program_page(&app, &program, &q) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let live: Vec<u64> = members
         .keys()
@@ -567,22 +588,14 @@ async fn program_members(
     Path(program): Path<String>,
     Query(q): Query<Params>,
 ) -> Response {
-    let program = match path_id(&program, "programId") {
+    let ProgramPage {
+        program,
+        batch,
+        offset,
+        members,
+    } = match program_page(&app, &program, &q) {
         Ok(p) => p,
         Err(r) => return r,
-    };
-    let (batch, offset) = match page_params(&q) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let Some(members) = app
-        .st
-        .catalog()
-        .programs
-        .get(&program)
-        .map(|(_, m)| m.clone())
-    else {
-        return error_body("1013", "Program not found");
     };
     let Some(filter_type) = param(&q, "filterType") else {
         return error_body(
@@ -646,17 +659,7 @@ async fn program_members(
         }
         other => return error_body("1011", &format!("Field '{other}' not supported")),
     };
-    let fields: Vec<String> = {
-        let asked = values(&q, "fields");
-        if asked.is_empty() {
-            DEFAULT_MEMBER_FIELDS
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect()
-        } else {
-            asked
-        }
-    };
+    let fields = fields_or(&q, &DEFAULT_MEMBER_FIELDS);
     if let Some(bad) = fields.iter().find(|f| !MEMBER_FIELDS.contains(&f.as_str())) {
         return error_body("1006", &format!("Field '{bad}' not found"));
     }
