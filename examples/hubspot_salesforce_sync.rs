@@ -26,6 +26,16 @@ use indexmap::IndexMap;
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A contact with the fields the example seeds on both sides.
+fn person(email: &str, first: &str, last: &str, title: &str) -> Contact {
+    contact(&[
+        ("email", email),
+        ("firstname", first),
+        ("lastname", last),
+        ("jobtitle", title),
+    ])
+}
+
 fn print_sides(
     hubspot: &std::collections::BTreeMap<String, (String, Contact)>,
     salesforce: &std::collections::BTreeMap<String, (String, Contact)>,
@@ -67,31 +77,13 @@ async fn main() -> Result<(), AnyError> {
         ("ada@example.com", "Ada", "Lovelace", "Analyst"),
         ("grace@example.com", "Grace", "Hopper", "Admiral"),
     ] {
-        contact_sync::create_in_hubspot(
-            &hubspot,
-            &contact(&[
-                ("email", email),
-                ("firstname", first),
-                ("lastname", last),
-                ("jobtitle", title),
-            ]),
-        )
-        .await?;
+        contact_sync::create_in_hubspot(&hubspot, &person(email, first, last, title)).await?;
     }
     for (email, first, last, title) in [
         ("alan@example.com", "Alan", "Turing", "Researcher"),
         ("edsger@example.com", "Edsger", "Dijkstra", "Professor"),
     ] {
-        contact_sync::create_in_salesforce(
-            &salesforce,
-            &contact(&[
-                ("email", email),
-                ("firstname", first),
-                ("lastname", last),
-                ("jobtitle", title),
-            ]),
-        )
-        .await?;
+        contact_sync::create_in_salesforce(&salesforce, &person(email, first, last, title)).await?;
     }
 
     let report = sync.round().await?;

@@ -367,6 +367,34 @@ impl RateGate {
     }
 }
 
+/// Implements [`Connector`] for a gated wrapper (a struct with `inner` and
+/// `gate: Option<RateGate>`): calls that reach the remote take a slot first.
+macro_rules! gated_connector {
+    ($gated:ty) => {
+        #[async_trait]
+        impl Connector for $gated {
+            fn kind(&self) -> &'static str {
+                self.inner.kind()
+            }
+            fn capabilities(&self) -> Capabilities {
+                self.inner.capabilities()
+            }
+            async fn check(&self) -> crm_core::Result<()> {
+                if let Some(g) = &self.gate {
+                    g.take().await?;
+                }
+                self.inner.check().await
+            }
+            async fn describe(&self, object: &str) -> crm_core::Result<ObjectSchema> {
+                if let Some(g) = &self.gate {
+                    g.take().await?;
+                }
+                self.inner.describe(object).await
+            }
+        }
+    };
+}
+
 /// A [`Sink`] that takes a [`RateGate`] slot before each write call.
 pub struct GatedSink {
     inner: Arc<dyn Sink>,
@@ -380,27 +408,7 @@ impl GatedSink {
     }
 }
 
-#[async_trait]
-impl Connector for GatedSink {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn check(&self) -> crm_core::Result<()> {
-        if let Some(g) = &self.gate {
-            g.take().await?;
-        }
-        self.inner.check().await
-    }
-    async fn describe(&self, object: &str) -> crm_core::Result<ObjectSchema> {
-        if let Some(g) = &self.gate {
-            g.take().await?;
-        }
-        self.inner.describe(object).await
-    }
-}
+gated_connector!(GatedSink);
 
 #[async_trait]
 impl Sink for GatedSink {
@@ -428,27 +436,7 @@ impl GatedSource {
     }
 }
 
-#[async_trait]
-impl Connector for GatedSource {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn check(&self) -> crm_core::Result<()> {
-        if let Some(g) = &self.gate {
-            g.take().await?;
-        }
-        self.inner.check().await
-    }
-    async fn describe(&self, object: &str) -> crm_core::Result<ObjectSchema> {
-        if let Some(g) = &self.gate {
-            g.take().await?;
-        }
-        self.inner.describe(object).await
-    }
-}
+gated_connector!(GatedSource);
 
 impl Source for GatedSource {
     fn read<'a>(&'a self, req: ReadRequest) -> BoxStream<'a, crm_core::Result<Page>> {

@@ -44,7 +44,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crm_core::conflict::ConflictPolicy;
 use crm_core::env::{from_process, interpolate};
@@ -61,9 +61,7 @@ use crm_sheets::source::SheetsConnector;
 use crm_sheets::wire::{DateTimeRenderOption, ValueRenderOption};
 use crm_sheets::writeback::record_key;
 use crm_sql::config::DatabaseKind;
-use crm_sql::state::{
-    ConnectionId, CredentialKey, NewAuditEntry, RunStatus, StateStore, SyncDirection, SyncType,
-};
+use crm_sql::state::{ConnectionId, NewAuditEntry, RunStatus, StateStore, SyncDirection, SyncType};
 use crm_sql::{SqlConfig, SqlConnector};
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
@@ -73,7 +71,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SyncJob;
 use crate::pipeline::{CAMPAIGN_ID_FIELD, MATCH_STATUS_FIELD};
-use crate::runner::{RunError, sheets_connector};
+use crate::runner::{RunError, resolve_sqlite_path, sheets_connector, state_key, with_create_mode};
 
 /// The state-store provider name write-back keeps its digests, runs and
 /// audit entries under (the connection's name is the job's).
@@ -928,33 +926,6 @@ pub struct WriteBackOverrides {
     pub base_dir: Option<PathBuf>,
 }
 
-fn sqlite_path(url: &str, base: &Path) -> String {
-    match url.strip_prefix("sqlite://") {
-        Some(rest) if !rest.starts_with('/') && !rest.starts_with(':') => {
-            format!("sqlite://{}", base.join(rest).display())
-        }
-        _ => url.to_owned(),
-    }
-}
-
-fn create_mode(url: String) -> String {
-    if url.starts_with("sqlite:") && !url.contains("mode=") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}mode=rwc")
-    } else {
-        url
-    }
-}
-
-fn state_key(job: &SyncJob) -> Result<CredentialKey, Error> {
-    match std::env::var(&job.state.key_env) {
-        Ok(text) => CredentialKey::from_base64(&text).map_err(Error::from),
-        // Write-back seals nothing in the store: digests are kept in
-        // checkpoints, so a key living as long as the process is enough.
-        Err(_) => Ok(CredentialKey::generate().0),
-    }
-}
-
 fn connect_error(e: Error, what: &str) -> Error {
     if e.kind() == &ErrorKind::InvalidInput {
         return e;
@@ -1010,7 +981,7 @@ pub async fn run_write_back_job(
         )
         .map_err(RunError::Setup)?,
     };
-    let db_url = create_mode(sqlite_path(&db_url, &base));
+    let db_url = with_create_mode(resolve_sqlite_path(&db_url, &base));
     let key_field = job
         .sheet
         .as_ref()
@@ -1025,13 +996,13 @@ pub async fn run_write_back_job(
         .map_err(|e| RunError::Setup(connect_error(e, "write-back source")))?;
     let state_url = match (overrides.state_url, &job.state.url) {
         (Some(u), _) => u,
-        (None, Some(u)) => create_mode(sqlite_path(
+        (None, Some(u)) => with_create_mode(resolve_sqlite_path(
             &interpolate("state.url", u.expose_secret(), from_process).map_err(RunError::Setup)?,
             &base,
         )),
         (None, None) => db_url,
     };
-    let store = StateStore::open_url(&state_url, state_key(job).map_err(RunError::Setup)?)
+    let store = StateStore::open_url(&state_url, state_key(job)?)
         .await
         .map_err(|e| RunError::Setup(connect_error(e, "state")))?;
     let options = WriteBackOptions {

@@ -7,6 +7,8 @@
 //! local one); without it the tests skip, unless `CI` is set: then they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ use futures_util::TryStreamExt;
 use indexmap::IndexMap;
 use secrecy::SecretString;
 
+use support::Db;
+
 const MAPPING: &str = r#"
 - {source: email, target: email, direction: bidirectional}
 - {source: first_name, target: firstname, direction: bidirectional}
@@ -40,57 +44,6 @@ const FIELDS: [(&str, &str); 5] = [
     ("phone", "phone"),
     ("lifecycle", "lifecyclestage"),
 ];
-
-struct Db {
-    admin: SqlConnector,
-    name: String,
-    url: String,
-}
-
-impl Db {
-    async fn create(tag: &str) -> Option<Db> {
-        let admin_url = std::env::var("CRM_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let admin = match SqlConnector::connect_url(&admin_url).await {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "PostgreSQL test server unavailable (CI is set, so this fails): {e}"
-                );
-                return None;
-            }
-        };
-        let name = format!("crm_bidi_{tag}_{}", std::process::id());
-        let _ = admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (base, query) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-        let host_end = base.rfind('/').unwrap();
-        let url = match query {
-            Some(q) => format!("{}/{name}?{q}", &base[..host_end]),
-            None => format!("{}/{name}", &base[..host_end]),
-        };
-        Some(Db { admin, name, url })
-    }
-
-    async fn drop(self) {
-        let _ = self
-            .admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-        self.admin.close().await;
-    }
-}
 
 struct World {
     db: Db,
@@ -117,7 +70,7 @@ fn hubspot_client(sim: &SimHandle) -> HubSpot {
 }
 
 async fn world(tag: &str) -> Option<World> {
-    let db = Db::create(tag).await?;
+    let db = Db::create("crm_bidi", tag).await?;
     let platform = SqlConnector::connect(
         &SqlConfig::builder()
             .url(db.url.clone())
@@ -191,13 +144,9 @@ impl Dice {
     }
 }
 
-async fn platform_rows(w: &World) -> BTreeMap<String, BTreeMap<String, String>> {
-    let pages: Vec<_> = w
-        .platform
-        .read(ReadRequest::full("contacts"))
-        .try_collect()
-        .await
-        .unwrap();
+/// Every record `source` reads for `req` (deletes left out).
+async fn upserts(source: &impl Source, req: ReadRequest) -> Vec<Record> {
+    let pages: Vec<_> = source.read(req).try_collect().await.unwrap();
     pages
         .into_iter()
         .flat_map(|p| p.changes)
@@ -205,6 +154,19 @@ async fn platform_rows(w: &World) -> BTreeMap<String, BTreeMap<String, String>> 
             Change::Upsert(r) => Some(r),
             Change::Delete { .. } => None,
         })
+        .collect()
+}
+
+/// Writes `batch` to `contacts` in `sink` and asserts its one record went in.
+async fn write_one(sink: &impl Sink, batch: WriteBatch) {
+    let out = sink.write("contacts", batch).await.unwrap();
+    assert!(out[0].is_ok(), "{out:?}");
+}
+
+async fn platform_rows(w: &World) -> BTreeMap<String, BTreeMap<String, String>> {
+    upserts(&w.platform, ReadRequest::full("contacts"))
+        .await
+        .into_iter()
         .map(|r| {
             let values = FIELDS
                 .iter()
@@ -216,28 +178,21 @@ async fn platform_rows(w: &World) -> BTreeMap<String, BTreeMap<String, String>> 
 }
 
 async fn hubspot_rows(w: &World) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
-    let pages: Vec<_> = w
-        .editor
-        .read(ReadRequest::full("contacts").fields(FIELDS.iter().map(|(_, c)| *c)))
-        .try_collect()
-        .await
-        .unwrap();
-    pages
-        .into_iter()
-        .flat_map(|p| p.changes)
-        .filter_map(|c| match c {
-            Change::Upsert(r) => Some(r),
-            Change::Delete { .. } => None,
-        })
-        .map(|r| {
-            let values = FIELDS
-                .iter()
-                .map(|(p, c)| (p.to_string(), text(r.get(c))))
-                .collect::<BTreeMap<_, _>>();
-            let id = r.id.as_ref().unwrap().to_string();
-            (values["email"].clone(), (id, values))
-        })
-        .collect()
+    upserts(
+        &w.editor,
+        ReadRequest::full("contacts").fields(FIELDS.iter().map(|(_, c)| *c)),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let values = FIELDS
+            .iter()
+            .map(|(p, c)| (p.to_string(), text(r.get(c))))
+            .collect::<BTreeMap<_, _>>();
+        let id = r.id.as_ref().unwrap().to_string();
+        (values["email"].clone(), (id, values))
+    })
+    .collect()
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -267,12 +222,7 @@ async fn platform_edit(w: &World, id: &str, fields: &[(&str, &str)]) {
     for (f, v) in fields {
         r.set(*f, *v);
     }
-    let out = w
-        .platform
-        .write("contacts", WriteBatch::new(WriteOp::Update, vec![r]))
-        .await
-        .unwrap();
-    assert!(out[0].is_ok(), "{out:?}");
+    write_one(&w.platform, WriteBatch::new(WriteOp::Update, vec![r])).await;
 }
 
 async fn platform_insert(w: &World, id: &str, email: &str, first: &str) {
@@ -284,12 +234,7 @@ async fn platform_insert(w: &World, id: &str, email: &str, first: &str) {
         .with("phone", "+14155550100")
         .with("lifecycle", "lead")
         .with_updated_at(Utc::now());
-    let out = w
-        .platform
-        .write("contacts", WriteBatch::upsert("id", vec![r]))
-        .await
-        .unwrap();
-    assert!(out[0].is_ok(), "{out:?}");
+    write_one(&w.platform, WriteBatch::upsert("id", vec![r])).await;
 }
 
 async fn hubspot_edit(w: &World, id: &str, fields: &[(&str, &str)]) {
@@ -297,12 +242,7 @@ async fn hubspot_edit(w: &World, id: &str, fields: &[(&str, &str)]) {
     for (f, v) in fields {
         r.set(*f, *v);
     }
-    let out = w
-        .editor
-        .write("contacts", WriteBatch::new(WriteOp::Update, vec![r]))
-        .await
-        .unwrap();
-    assert!(out[0].is_ok(), "{out:?}");
+    write_one(&w.editor, WriteBatch::new(WriteOp::Update, vec![r])).await;
 }
 
 async fn hubspot_insert(w: &World, email: &str, first: &str) {
@@ -312,12 +252,7 @@ async fn hubspot_insert(w: &World, email: &str, first: &str) {
         .with("lastname", "Hub")
         .with("phone", "+442079460958")
         .with("lifecyclestage", "subscriber");
-    let out = w
-        .editor
-        .write("contacts", WriteBatch::new(WriteOp::Create, vec![r]))
-        .await
-        .unwrap();
-    assert!(out[0].is_ok(), "{out:?}");
+    write_one(&w.editor, WriteBatch::new(WriteOp::Create, vec![r])).await;
 }
 
 fn hubspot_writes(sim: &SimHandle, from_seq: usize) -> usize {

@@ -5,22 +5,25 @@
 //! exits 0 and reports them. Plus the dedupe stage of a job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crm_core::dedupe::{Deduper, MergePolicy};
 use crm_core::{
     Change, FieldSchema, FieldType, ObjectSchema, ReadRequest, Record, Sink, Source, WriteBatch,
 };
-use crm_sheets::sim::{DEMO_HEADERS, SheetsSimConfig, SheetsSimulator, SimCell};
+use crm_sheets::sim::{DEMO_HEADERS, SheetsSimConfig, SimCell};
 use crm_sheets::{GoogleCredentials, RateLimit};
-use crm_sim::{SimHandle, SimServer};
+use crm_sim::SimHandle;
 use crm_sql::{SqlConfig, SqlConnector};
 use crm_sync::Mode;
 use crm_sync::config::SyncJob;
 use crm_sync::runner::{Overrides, run_job, sheets_connector};
 use futures_util::StreamExt;
+
+use support::{crm_sync, start_sheets_sim};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("crm-sync-sheets-job-{}-{name}", std::process::id()));
@@ -32,14 +35,7 @@ fn dir(name: &str) -> PathBuf {
 /// A simulator with `rows` demo bookings (about one row in 100 bad).
 async fn sim(rows: usize) -> (SimHandle, SheetsSimConfig, crm_sheets::sim::SheetsData) {
     let config = SheetsSimConfig::default().demo_rows(rows);
-    let sim = SheetsSimulator::new(config.clone());
-    let data = sim.data();
-    let handle = SimServer::new(sim)
-        .seed(7)
-        .demo_data(true)
-        .start()
-        .await
-        .unwrap();
+    let (handle, data) = start_sheets_sim(config.clone()).await;
     (handle, config, data)
 }
 
@@ -114,23 +110,6 @@ fn expected_headers() -> String {
         out.push_str(&format!("    {letter}: \"{h}\"\n"));
     }
     out
-}
-
-/// Runs the binary off the async runtime, so the simulator keeps serving.
-async fn crm_sync(args: Vec<String>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
-            .args(&args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 fn overrides_for(credentials: Option<GoogleCredentials>, base: &Path) -> Overrides {

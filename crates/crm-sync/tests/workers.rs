@@ -9,6 +9,8 @@
 //! local one); without it the test skips, unless `CI` is set: then it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,9 +19,10 @@ use std::time::{Duration, Instant};
 use crm_hubspot::sim::{HubSpotSimConfig, HubSpotSimulator};
 use crm_sim::store::Deleted;
 use crm_sim::{SimHandle, SimServer};
-use crm_sql::SqlConnector;
 use crm_sql::state::jobs::{JobQueue, JobStatus};
 use crm_sync::worker::{LoadRange, Worker, WorkerConfig, WorkerOptions};
+
+use support::Db;
 
 const RECORDS: u64 = 1000;
 const PER_JOB: u64 = 20;
@@ -32,57 +35,6 @@ const LIMIT: usize = 20;
 /// land in one window with the following ones, so a budget of exactly the
 /// limit can overrun it by one at the provider (docs/workers.md).
 const BUDGET: usize = 18;
-
-struct Db {
-    admin: SqlConnector,
-    name: String,
-    url: String,
-}
-
-impl Db {
-    async fn create(tag: &str) -> Option<Db> {
-        let admin_url = std::env::var("CRM_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let admin = match SqlConnector::connect_url(&admin_url).await {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "PostgreSQL test server unavailable (CI is set, so this fails): {e}"
-                );
-                return None;
-            }
-        };
-        let name = format!("crm_workers_{tag}_{}", std::process::id());
-        let _ = admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (base, query) = admin_url
-            .split_once('?')
-            .map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-        let host_end = base.rfind('/').unwrap();
-        let url = match query {
-            Some(q) => format!("{}/{name}?{q}", &base[..host_end]),
-            None => format!("{}/{name}", &base[..host_end]),
-        };
-        Some(Db { admin, name, url })
-    }
-
-    async fn drop(self) {
-        let _ = self
-            .admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-        self.admin.close().await;
-    }
-}
 
 async fn simulator() -> SimHandle {
     // The simulator itself does not throttle: the test measures the
@@ -181,7 +133,7 @@ fn wait_exit(child: &mut Child, deadline: Instant) -> std::process::ExitStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_workers_one_killed_complete_every_job_once_within_the_shared_limit() {
-    let Some(db) = Db::create("kill").await else {
+    let Some(db) = Db::create("crm_workers", "kill").await else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("crm-workers-{}", std::process::id()));

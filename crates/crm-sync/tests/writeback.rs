@@ -5,20 +5,23 @@
 //! ids, and the command's exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crm_core::ErrorKind;
 use crm_core::conflict::{ConflictConfig, ConflictPolicy};
 use crm_core::mapping::Frequency;
 use crm_sheets::GoogleCredentials;
-use crm_sheets::sim::{SheetsData, SheetsSimConfig, SheetsSimulator, SimCell};
-use crm_sim::{SimHandle, SimServer};
+use crm_sheets::sim::{SheetsData, SheetsSimConfig, SimCell};
+use crm_sim::SimHandle;
 use crm_sql::SqlConnector;
 use crm_sql::state::{CredentialKey, StateStore};
 use crm_sync::config::SyncJob;
 use crm_sync::writeback::{WriteBackOverrides, WriteBackReport, due_fields, run_write_back_job};
+
+use support::{crm_sync, start_sheets_sim};
 
 const SPEND: usize = 9; // J
 const PACING: usize = 10; // K
@@ -39,14 +42,7 @@ impl Env {
             SheetsSimConfig::default()
                 .demo_rows(rows)
                 .quotas(None, None, Duration::from_secs(60));
-        let sim = SheetsSimulator::new(config.clone());
-        let data = sim.data();
-        let handle = SimServer::new(sim)
-            .seed(7)
-            .demo_data(true)
-            .start()
-            .await
-            .unwrap();
+        let (handle, data) = start_sheets_sim(config.clone()).await;
         let dir = std::env::temp_dir().join(format!("crm-sync-wb-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -460,22 +456,6 @@ fn write_job_file(env: &Env, body: &str) -> PathBuf {
     let path = env.dir.join("job.yaml");
     std::fs::write(&path, body).unwrap();
     path
-}
-
-async fn crm_sync(args: Vec<String>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
-            .args(&args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 fn path_arg(p: &Path) -> String {

@@ -11,9 +11,13 @@ pub mod worker;
 pub mod writeback;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::SyncJob;
+use crate::runner::RunError;
 
 /// Sync CRM and booking data between Salesforce, HubSpot, Pipedrive, Marketo,
 /// Google Sheets and SQL databases.
@@ -114,4 +118,48 @@ fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(f: F) -> Resu
         .build()
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?
         .block_on(f)
+}
+
+/// Loads the job file at `path`; a bad one is a usage error that points at
+/// the configuration docs.
+pub(crate) fn load_job(path: &Path) -> Result<SyncJob, CliError> {
+    SyncJob::load(path).map_err(|e| {
+        CliError::usage(format!(
+            "{e}. Fix the job file; docs/configuration.md lists every key."
+        ))
+    })
+}
+
+/// The folder a job file's relative paths are resolved against (`.` when
+/// the path has no parent).
+pub(crate) fn job_base_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// A setup error is the user's to fix (exit 2), a run error is not (exit 1).
+pub(crate) fn from_run_error(e: RunError) -> CliError {
+    match e {
+        RunError::Setup(_) => CliError::usage(e.to_string()),
+        RunError::Run(_) => CliError::failed(e.to_string()),
+    }
+}
+
+/// Prints a report on standard output: as pretty JSON with `json`, else as
+/// its text.
+pub(crate) fn print_report<T: serde::Serialize + fmt::Display>(
+    report: &T,
+    json: bool,
+) -> Result<(), CliError> {
+    let text = if json {
+        serde_json::to_string_pretty(report)
+            .map_err(|e| CliError::failed(format!("the report cannot be written: {e}")))?
+    } else {
+        report.to_string()
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+    Ok(())
 }

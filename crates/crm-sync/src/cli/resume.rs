@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::CliError;
-use crate::config::SyncJob;
+use super::{CliError, job_base_dir, load_job};
 use crate::schedule::jobs::{Resumed, find_job_connection, open_job_store, resume};
 
 /// Options of `crm-sync resume`.
@@ -16,15 +15,8 @@ pub struct ResumeArgs {
 /// Runs `crm-sync resume`: exit 0 when the connection is active (again),
 /// 2 for a bad job file or a job that has no connection in its state store.
 pub async fn run(args: &ResumeArgs) -> Result<(), CliError> {
-    let job = SyncJob::load(&args.config).map_err(|e| {
-        CliError::usage(format!(
-            "{e}. Fix the job file; docs/configuration.md lists every key."
-        ))
-    })?;
-    let base = args
-        .config
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let job = load_job(&args.config)?;
+    let base = job_base_dir(&args.config);
     let store = open_job_store(&job, &base)
         .await
         .map_err(|e| CliError::usage(e.to_string()))?;

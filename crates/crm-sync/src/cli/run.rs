@@ -8,11 +8,11 @@ use crm_sheets::GoogleCredentials;
 use crm_sheets::sim::{SheetsSimConfig, SheetsSimulator};
 use crm_sim::SimServer;
 
-use super::CliError;
+use super::{CliError, from_run_error, load_job, print_report};
 use crate::config::SyncJob;
 use crate::pipeline::{Mode, Observer};
 use crate::report::RunReport;
-use crate::runner::{Overrides, RunError, run_job};
+use crate::runner::{Overrides, run_job};
 use crate::state::Stage;
 
 /// Options of `crm-sync run`.
@@ -99,34 +99,9 @@ impl Observer for Progress {
     }
 }
 
-fn print(report: &RunReport, json: bool) -> Result<(), CliError> {
-    let text = if json {
-        serde_json::to_string_pretty(report)
-            .map_err(|e| CliError::failed(format!("the report cannot be written: {e}")))?
-    } else {
-        report.to_string()
-    };
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{text}");
-    }
-    Ok(())
-}
-
-fn from_run_error(e: RunError) -> CliError {
-    match e {
-        RunError::Setup(_) => CliError::usage(e.to_string()),
-        RunError::Run(_) => CliError::failed(e.to_string()),
-    }
-}
-
 /// Runs `crm-sync run`.
 pub async fn run(args: &RunArgs) -> Result<(), CliError> {
-    let job = SyncJob::load(&args.config).map_err(|e| {
-        CliError::usage(format!(
-            "{e}. Fix the job file; docs/configuration.md lists every key."
-        ))
-    })?;
+    let job = load_job(&args.config)?;
     let overrides = Overrides {
         base_dir: args.config.parent().map(PathBuf::from),
         ..Overrides::default()
@@ -139,7 +114,7 @@ pub async fn run(args: &RunArgs) -> Result<(), CliError> {
     let progress = Progress::new(args.json);
     let report = run_job(&job, mode, overrides, Some(&progress)).await;
     progress.finish();
-    print(&report.map_err(from_run_error)?, args.json)
+    print_report(&report.map_err(from_run_error)?, args.json)
 }
 
 /// Runs the demo and returns its report (the CLI prints it).
@@ -193,7 +168,7 @@ pub async fn demo_report(args: &DemoArgs) -> Result<RunReport, CliError> {
 /// Runs `crm-sync demo`.
 pub async fn demo(args: &DemoArgs) -> Result<(), CliError> {
     let report = demo_report(args).await?;
-    print(&report, args.json)?;
+    print_report(&report, args.json)?;
     if !args.json {
         #[allow(clippy::print_stdout)]
         {
@@ -215,11 +190,7 @@ pub struct CheckArgs {
 
 /// Runs `crm-sync check`: tests the connections and the source schema.
 pub async fn check(args: &CheckArgs) -> Result<(), CliError> {
-    let job = SyncJob::load(&args.config).map_err(|e| {
-        CliError::usage(format!(
-            "{e}. Fix the job file; docs/configuration.md lists every key."
-        ))
-    })?;
+    let job = load_job(&args.config)?;
     let overrides = Overrides {
         base_dir: args.config.parent().map(PathBuf::from),
         ..Overrides::default()

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::CliError;
-use crate::config::SyncJob;
+use super::{CliError, job_base_dir, load_job};
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::schedule::jobs::{self, Seed003Jobs, open_job_store};
 use crate::schedule::{Scheduler, TokioClock};
@@ -33,15 +32,8 @@ pub struct ScheduleArgs {
 /// # Errors
 /// A usage error for a bad job file or an unreachable state store.
 pub async fn run(args: &ScheduleArgs) -> Result<(), CliError> {
-    let job = SyncJob::load(&args.config).map_err(|e| {
-        CliError::usage(format!(
-            "{e}. Fix the job file; docs/configuration.md lists every key."
-        ))
-    })?;
-    let base = args
-        .config
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let job = load_job(&args.config)?;
+    let base = job_base_dir(&args.config);
     let usage = |e: crm_core::Error| CliError::usage(e.to_string());
     let store = open_job_store(&job, &base).await.map_err(usage)?;
     let monitor = Arc::new(Monitor::new(

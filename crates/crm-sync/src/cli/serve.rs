@@ -9,7 +9,7 @@ use crm_sql::SqlConnector;
 use crm_sql::state::StateStore;
 use secrecy::ExposeSecret;
 
-use super::CliError;
+use super::{CliError, job_base_dir};
 use crate::config::SyncJob;
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::runner::{resolve_sqlite_path, state_key, with_create_mode};
@@ -49,10 +49,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
     };
     let usage = |e: crm_core::Error| CliError::usage(e.to_string());
     let verifiers = verifiers(section).map_err(usage)?;
-    let base = args
-        .config
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let base = job_base_dir(&args.config);
     let dest = interpolate(
         "destination.url",
         job.destination.url.expose_secret(),

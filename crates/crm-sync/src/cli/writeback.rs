@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use crm_core::mapping::Frequency;
 
-use super::CliError;
-use crate::config::SyncJob;
-use crate::runner::RunError;
+use super::{CliError, from_run_error, load_job, print_report};
 use crate::writeback::{WriteBackOverrides, run_write_back_job};
 
 /// Options of `crm-sync writeback`.
@@ -29,30 +27,13 @@ fn parse_frequency(s: &str) -> Result<Frequency, String> {
 
 /// Runs `crm-sync writeback`.
 pub async fn run(args: &WriteBackArgs) -> Result<(), CliError> {
-    let job = SyncJob::load(&args.config).map_err(|e| {
-        CliError::usage(format!(
-            "{e}. Fix the job file; docs/configuration.md lists every key."
-        ))
-    })?;
+    let job = load_job(&args.config)?;
     let overrides = WriteBackOverrides {
         base_dir: args.config.parent().map(PathBuf::from),
         ..WriteBackOverrides::default()
     };
     let report = run_write_back_job(&job, args.frequency, overrides)
         .await
-        .map_err(|e| match e {
-            RunError::Setup(_) => CliError::usage(e.to_string()),
-            RunError::Run(_) => CliError::failed(e.to_string()),
-        })?;
-    let text = if args.json {
-        serde_json::to_string_pretty(&report)
-            .map_err(|e| CliError::failed(format!("the report cannot be written: {e}")))?
-    } else {
-        report.to_string()
-    };
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{text}");
-    }
-    Ok(())
+        .map_err(from_run_error)?;
+    print_report(&report, args.json)
 }
