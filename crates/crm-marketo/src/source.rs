@@ -306,6 +306,11 @@ struct Reader<'a> {
     download: Option<Download>,
     buffered: VecDeque<Record>,
     window_done: bool,
+    /// How far Marketo's clock was at most ahead of this machine's when the
+    /// last job was created, when it was provably ahead.
+    server_skew: Option<TimeDelta>,
+    /// Whether the end of the range was already moved to Marketo's clock.
+    until_checked: bool,
 }
 
 impl Source for Marketo {
@@ -333,6 +338,8 @@ impl Source for Marketo {
                     download: None,
                     buffered: VecDeque::new(),
                     window_done: false,
+                    server_skew: None,
+                    until_checked: false,
                 };
                 futures_util::stream::unfold(reader, |mut r| async move {
                     if r.finished {
@@ -715,7 +722,28 @@ impl Reader<'_> {
             if self.window_done || from >= until {
                 self.window_done = false;
                 let changes: Vec<Change> = self.buffered.drain(..).map(Change::Upsert).collect();
-                let next = if window_end >= until {
+                // The end was fixed from this machine's clock. When Marketo's
+                // clock is ahead, records it already holds can be stamped
+                // after that end: the last window would silently leave them
+                // out. Once per read, when a job's creation time proves
+                // Marketo ahead, the range is extended by that skew.
+                let skew = self.server_skew.take();
+                let server_end = skew
+                    .filter(|_| window_end >= until && !self.until_checked)
+                    .map(|skew| ceil_to_second(until + skew));
+                if window_end >= until {
+                    self.until_checked = true;
+                }
+                let next = if let Some(end) = server_end {
+                    State::Bulk {
+                        object,
+                        filter,
+                        from: until,
+                        until: Some(end),
+                        rows_done: 0,
+                        resume,
+                    }
+                } else if window_end >= until {
                     self.finished = true;
                     match (self.object, filter, resume) {
                         (ObjectKind::Leads, DateFilter::CreatedAt, Some((changes, deletes))) => {
@@ -808,7 +836,9 @@ impl Reader<'_> {
             format: Some("CSV".into()),
         };
         let client = &self.m.client;
+        let sent = Utc::now();
         let job = client.export_create(kind, &request).await?;
+        let answered = Utc::now();
         self.m.stats.jobs.fetch_add(1, Ordering::Relaxed);
         client.export_enqueue(kind, &job.export_id).await?;
         let started = tokio::time::Instant::now();
@@ -837,6 +867,23 @@ impl Reader<'_> {
             }
             wait = (wait * 2).min(self.m.config.export_poll_max.max(Duration::from_millis(1)));
         };
+        // Marketo's time at creation was in [at, at + its resolution); it
+        // is provably ahead when `at` is after the answer came back.
+        self.server_skew = job
+            .created_at
+            .as_deref()
+            .or(status.created_at.as_deref())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|at| *at > answered)
+            .map(|at| {
+                let resolution = if at.timestamp_subsec_nanos() == 0 {
+                    TimeDelta::seconds(1)
+                } else {
+                    TimeDelta::milliseconds(1)
+                };
+                at + resolution - sent
+            });
         if status.number_of_records == Some(0) {
             return Ok(None);
         }

@@ -680,6 +680,42 @@ async fn one_failing_stream_does_not_abort_the_others() {
     assert_eq!(upsert_ids(&acts).len(), 40);
 }
 
+/// Regression: the store stamps a burst of writes a millisecond apart, so
+/// records can carry a `createdAt` ahead of this machine's clock (as with a
+/// Marketo clock running ahead). The bulk range ended at this machine's
+/// "now", rounded up to the second, and the records past it were silently
+/// left out of a full read (13 of 40 in one CI run). Here the simulator's
+/// clock runs 3 s ahead, so every record is stamped past the local "now".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_read_includes_records_stamped_ahead_of_the_local_clock() {
+    let (sim, _) = start(sim_config()).await;
+    sim.context()
+        .store()
+        .clock()
+        .advance(chrono::Duration::seconds(3));
+    for i in 0..40 {
+        sim.context().store().create(
+            "leads",
+            fields(json!({"email": format!("a{i}@example.com")})),
+        );
+        sim.context().store().create(
+            "activities",
+            fields(json!({"leadId": i, "activityTypeId": 1})),
+        );
+    }
+    let m = Marketo::new(bulk(&sim).build().unwrap()).unwrap();
+    let (acts, cursor, err) = read_all(&m, ReadRequest::full("activities")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(upsert_ids(&acts).len(), 40);
+    // The next run starts after them: nothing comes twice.
+    let (again, _, err) = read_all(&m, ReadRequest::since("activities", cursor.unwrap())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(upsert_ids(&again).len(), 0);
+    let (leads, _, err) = read_all(&m, ReadRequest::full("leads")).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(upsert_ids(&leads).len(), 40);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_reads_the_three_objects() {
     let (sim, _) = start(sim_config()).await;

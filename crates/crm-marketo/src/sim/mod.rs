@@ -1052,15 +1052,27 @@ async fn export_create(State(app): State<App>, Path(kind): Path<String>, body: B
         return error_body("1029", "Export daily quota exceeded");
     }
     let id = app.st.next_job.fetch_add(1, Ordering::SeqCst) + 1;
-    let job = Job {
+    let mut job = Job {
         kind,
         status: "Created".into(),
         request: req,
         file: None,
         rows: 0,
         polls_left: app.cfg.export_processing_polls,
-        created_at: iso(Utc::now()),
+        created_at: String::new(),
     };
+    // The simulator's own time, in milliseconds (which may run ahead of the
+    // caller's). The store stamps bursts of writes a millisecond apart, so
+    // stamps can run ahead of its clock; Marketo's clock is never behind a
+    // record it holds, so the job's time is at least the newest stamp.
+    let newest = render_file(&app, &job).2;
+    let now = app
+        .ctx
+        .store()
+        .clock()
+        .now()
+        .max(newest.unwrap_or_default());
+    job.created_at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
     let v = job_json(&id.to_string(), &job);
     app.st
         .jobs
@@ -1078,7 +1090,9 @@ fn csv_cell(v: Option<&J>) -> String {
     }
 }
 
-fn render_file(app: &App, job: &Job) -> (Vec<u8>, u64) {
+/// The file of `job`, its row count and the newest stamp the job filters on
+/// among all records of the job's kind (in or out of its range).
+fn render_file(app: &App, job: &Job) -> (Vec<u8>, u64, Option<DateTime<Utc>>) {
     let range = job
         .request
         .filter
@@ -1098,6 +1112,7 @@ fn render_file(app: &App, job: &Job) -> (Vec<u8>, u64) {
     let in_range = |t: DateTime<Utc>| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t < e);
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     let mut rows = 0u64;
+    let mut newest: Option<DateTime<Utc>> = None;
     if job.kind == "leads" {
         let columns = if job.request.fields.is_empty() {
             vec!["id".to_owned(), "email".to_owned()]
@@ -1113,6 +1128,7 @@ fn render_file(app: &App, job: &Job) -> (Vec<u8>, u64) {
             } else {
                 r.modified_at
             };
+            newest = newest.max(Some(t));
             if !in_range(t) {
                 continue;
             }
@@ -1133,6 +1149,7 @@ fn render_file(app: &App, job: &Job) -> (Vec<u8>, u64) {
         ];
         let _ = w.write_record(columns);
         for r in app.ctx.store().all("activities", Deleted::Exclude) {
+            newest = newest.max(Some(r.created_at));
             if !in_range(r.created_at) {
                 continue;
             }
@@ -1155,7 +1172,7 @@ fn render_file(app: &App, job: &Job) -> (Vec<u8>, u64) {
             rows += 1;
         }
     }
-    (w.into_inner().unwrap_or_default(), rows)
+    (w.into_inner().unwrap_or_default(), rows, newest)
 }
 
 fn with_job<T>(app: &App, id: &str, kind: &str, f: impl FnOnce(&mut Job) -> T) -> Option<T> {
@@ -1176,7 +1193,7 @@ async fn export_enqueue(
     if job.status != "Created" {
         return error_body("1029", "Job already queued");
     }
-    let (file, rows) = render_file(&app, &job);
+    let (file, rows, _) = render_file(&app, &job);
     let failed = kind == "activities" && app.st.fail_activity_exports.load(Ordering::SeqCst);
     let v = with_job(&app, &id, kind, |j| {
         j.status = if failed {
