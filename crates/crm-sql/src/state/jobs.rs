@@ -387,7 +387,7 @@ impl JobQueue {
     /// A dropped call either claimed a job (its lease lapses after `lease`
     /// and another worker re-takes it) or did not.
     pub async fn claim(&self, queue: &str, holder: &str, lease: Duration) -> Result<Option<Job>> {
-        self.claim_at(queue, holder, lease, Utc::now()).await
+        again_on_lock_conflict(|| self.claim_at(queue, holder, lease, Utc::now())).await
     }
 
     /// [`JobQueue::claim`] with the caller's clock reading `now`.
@@ -507,7 +507,7 @@ impl JobQueue {
     /// # Errors
     /// Database errors.
     pub async fn heartbeat(&self, id: &JobId, holder: &str, lease: Duration) -> Result<bool> {
-        self.heartbeat_at(id, holder, lease, Utc::now()).await
+        again_on_lock_conflict(|| self.heartbeat_at(id, holder, lease, Utc::now())).await
     }
 
     /// [`JobQueue::heartbeat`] with the caller's clock reading `now`.
@@ -558,7 +558,8 @@ impl JobQueue {
         holder: &str,
         result: &serde_json::Value,
     ) -> Result<bool> {
-        self.store.ops().complete_job(id, holder, result).await
+        again_on_lock_conflict(|| async { self.store.ops().complete_job(id, holder, result).await })
+            .await
     }
 
     /// Records a failed attempt of `id` by `holder`: queued again
@@ -857,5 +858,30 @@ impl StateTx<'_> {
         result: &serde_json::Value,
     ) -> Result<bool> {
         self.ops().complete_job(id, holder, result).await
+    }
+}
+
+/// Runs `f` again when the database aborted it for losing a lock race
+/// (InnoDB's deadlock 1213 and PostgreSQL's serialization failure or
+/// deadlock, SQLSTATE 40001 / 40P01): the aborted statement or transaction
+/// changed nothing, and every call wrapped here is conditional on the
+/// holder, so running it again is safe. Gives up after five tries.
+async fn again_on_lock_conflict<T, F, Fut>(mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match f().await {
+            Err(e)
+                if tries < 5
+                    && matches!(e.context_value("code"), Some("40001" | "40P01" | "1213")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5u64 << tries)).await;
+            }
+            other => return other,
+        }
     }
 }
