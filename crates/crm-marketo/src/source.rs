@@ -292,12 +292,6 @@ struct Download {
     response: StreamingResponse,
     chunker: CsvChunker,
     skip: u64,
-    /// The job this file belongs to.
-    job: String,
-    /// The rows the job reported (`numberOfRecords`), if it did.
-    expected: Option<u64>,
-    /// The rows parsed so far, skipped ones included.
-    rows: u64,
 }
 
 /// One read in progress.
@@ -898,9 +892,6 @@ impl Reader<'_> {
             response,
             chunker: CsvChunker::default(),
             skip,
-            job: job.export_id.clone(),
-            expected: status.number_of_records,
-            rows: 0,
         }))
     }
 
@@ -923,7 +914,6 @@ impl Reader<'_> {
         let header = d.chunker.header.clone().unwrap_or_default();
         for row in rows {
             stats.rows.fetch_add(1, Ordering::Relaxed);
-            d.rows += 1;
             if d.skip > 0 {
                 d.skip -= 1;
                 continue;
@@ -936,23 +926,6 @@ impl Reader<'_> {
         }
         ExportStats::peak(&stats.peak_buffered_rows, self.buffered.len() as u64);
         if chunk.is_none() {
-            // A file shorter (or longer) than its job says is never a
-            // complete window: stop with an error rather than move the
-            // cursor past rows that did not arrive.
-            if let Some(n) = d.expected
-                && d.rows != n
-            {
-                let (job, got) = (d.job.clone(), d.rows);
-                self.download = None;
-                return Err(Error::new(
-                    ErrorKind::Transient,
-                    format!(
-                        "the file of export job {job} held {got} rows where the job reported {n}; \
-                         the read stops here and the next one resumes from its last cursor"
-                    ),
-                )
-                .with_operation("export.file"));
-            }
             self.download = None;
             self.window_done = true;
         }

@@ -154,8 +154,6 @@ pub struct SimState {
     id_base: AtomicU64,
     last_seq: AtomicU64,
     fail_activity_exports: AtomicBool,
-    /// Export files end after this many bytes (at a line end); 0 is off.
-    cut_export_files: AtomicUsize,
     jobs: Mutex<HashMap<String, Job>>,
     next_job: AtomicU64,
     catalog: Mutex<membership::Catalog>,
@@ -193,13 +191,6 @@ impl SimState {
     pub fn fail_activity_exports(&self, on: bool) {
         self.fail_activity_exports.store(on, Ordering::SeqCst);
     }
-    /// Makes export file downloads end cleanly after about `bytes` bytes
-    /// (at the last line end before), as a download cut short by a proxy
-    /// would; `None` serves whole files again.
-    pub fn cut_export_files(&self, bytes: Option<usize>) {
-        self.cut_export_files
-            .store(bytes.unwrap_or(0), Ordering::SeqCst);
-    }
     /// The ranges of the export jobs created so far, by kind (`leads`, `activities`).
     pub fn export_ranges(&self, kind: &str) -> Vec<(String, String)> {
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -234,7 +225,6 @@ impl SimState {
         self.refused_concurrency.store(0, Ordering::SeqCst);
         self.export_bytes.store(0, Ordering::SeqCst);
         self.fail_activity_exports.store(false, Ordering::SeqCst);
-        self.cut_export_files.store(0, Ordering::SeqCst);
         self.id_base
             .store(self.last_seq.load(Ordering::SeqCst), Ordering::SeqCst);
     }
@@ -1255,16 +1245,6 @@ async fn export_file(State(app): State<App>, Path((kind, id)): Path<(String, Str
     };
     let (true, Some(file)) = (status == "Completed", file) else {
         return error_body("1003", "Export job is not completed");
-    };
-    let cut = app.st.cut_export_files.load(Ordering::SeqCst);
-    let file = if cut > 0 && cut < file.len() {
-        let end = file[..cut]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        Arc::new(file[..end].to_vec())
-    } else {
-        file
     };
     const CHUNK: usize = 64 * 1024;
     let chunks = (0..file.len().div_ceil(CHUNK)).map(move |i| {
