@@ -119,30 +119,7 @@ pub const CREDIT_SCALE: u32 = 6;
 /// `10^CREDIT_SCALE`: the number of credit units in one conversion.
 const UNITS: i64 = 1_000_000;
 
-/// Declares a newtype id, like the ids of [`crate::model`].
-macro_rules! id_type {
-    ($($(#[$meta:meta])* $name:ident;)*) => {$(
-        $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
-
-        impl $name {
-            /// Wraps an id.
-            pub fn new(id: impl Into<String>) -> Self { $name(id.into()) }
-            /// The id as text.
-            pub fn as_str(&self) -> &str { &self.0 }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(&self.0) }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self { $name(s.to_owned()) }
-        }
-    )*};
-}
+use crate::model::id_type;
 
 id_type! {
     /// The id of a social post (seed 002 `postId`).

@@ -155,14 +155,15 @@ macro_rules! id_type {
             fn from(id: crate::record::RecordId) -> Self { $name(id.into_inner()) }
         }
 
-        impl FieldValue for $name {
+        impl $crate::model::FieldValue for $name {
             fn to_value(&self) -> crate::Value { crate::Value::Text(self.0.clone()) }
             fn from_value(value: &crate::Value) -> Result<Self, String> {
-                String::from_value(value).map($name)
+                <String as $crate::model::FieldValue>::from_value(value).map($name)
             }
         }
     )*};
 }
+pub(crate) use id_type;
 
 id_type! {
     /// The id of a booking (seed 000 `booking_id`).
@@ -233,7 +234,7 @@ macro_rules! text_enum {
             fn from(v: $name) -> String { v.as_str().to_owned() }
         }
 
-        impl FieldValue for $name {
+        impl $crate::model::FieldValue for $name {
             fn to_value(&self) -> crate::Value { crate::Value::Text(self.as_str().to_owned()) }
             fn from_value(value: &crate::Value) -> Result<Self, String> {
                 match value {
