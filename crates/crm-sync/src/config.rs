@@ -178,6 +178,9 @@ pub struct SyncJob {
     /// The webhook receiver of `crm-sync serve`.
     #[serde(default)]
     pub webhooks: Option<WebhooksSection>,
+    /// The review desk of `crm-sync serve` (`/review`).
+    #[serde(default)]
+    pub review: Option<ReviewSection>,
     /// Seed 001 alert rules (`condition: lag_minutes > 60`); see
     /// [`crate::monitor`].
     #[serde(default)]
@@ -216,6 +219,33 @@ pub struct WebhooksSection {
     /// Where received changes are written.
     #[serde(default)]
     pub destination: WebhookDestination,
+}
+
+/// `review:`: the review desk `crm-sync serve` shows at `/review` (see
+/// [`crate::review`]): probable and multiple matches, manual conflicts and
+/// dead letters of the job, for the holders of these tokens.
+///
+/// ```yaml
+/// review:
+///   tokens:
+///     - {name: alice, role: operator, token: "${REVIEW_TOKEN_ALICE}"}
+///     - {name: dashboards, role: viewer, token: "${REVIEW_TOKEN_VIEWER}"}
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ReviewSection {
+    /// Where to listen when the job has no `webhooks:` (with one, the desk
+    /// shares its server).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Who may sign in, with which role.
+    pub tokens: Vec<crate::access::TokenConfig>,
+    /// Marks the session cookie `Secure`; on by default when
+    /// `webhooks.public_url` is `https://`. Set it when a TLS proxy serves
+    /// the page.
+    #[serde(default)]
+    pub secure_cookies: Option<bool>,
 }
 
 fn default_listen() -> String {

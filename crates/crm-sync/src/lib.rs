@@ -13,6 +13,9 @@
 //! - [`state`]: what the pipeline keeps durable (checkpoints, dead letters,
 //!   the review queue), with an in-memory implementation.
 //! - [`report`]: the numbers of a run.
+//! - [`review`]: the review desk (probable and multiple matches, manual
+//!   conflicts, dead letters) as a library, web pages and a JSON API;
+//!   [`access`]: the bearer tokens and roles it checks.
 //! - [`runner`]: runs a [`config::SyncJob`] end to end.
 //! - [`schedule`]: cron expressions, intervals and the job scheduler.
 //! - [`serve`]: the webhook receiver of `crm-sync serve` and the processor
@@ -26,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod bidi;
 pub mod campaigns;
 pub mod cli;
@@ -34,6 +38,7 @@ pub mod fanout;
 pub mod monitor;
 pub mod pipeline;
 pub mod report;
+pub mod review;
 pub mod runner;
 pub mod schedule;
 pub mod serve;

@@ -36,7 +36,9 @@ use crm_core::{
 use futures_util::StreamExt;
 
 use crate::report::RunReport;
-use crate::state::{DeadLetter, PipelineState, ReviewCandidate, ReviewItem, ReviewKind, Stage};
+use crate::state::{
+    DeadLetter, MatchVerdict, PipelineState, ReviewCandidate, ReviewItem, ReviewKind, Stage,
+};
 
 /// Full or incremental.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -486,10 +488,61 @@ impl<'a> Pipeline<'a> {
         };
         let records: Vec<Record> = rows.iter().map(|(_, r)| r.clone()).collect();
         let results = matching.matcher.match_all(&records);
+        // Decisions people made on earlier review items of this page's
+        // bookings, fetched once for the page.
+        let review_keys: Vec<String> = rows
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.action == MatchAction::Review)
+            .map(|((_, row), _)| self.label(row))
+            .collect();
+        let decisions = if review_keys.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            self.state
+                .match_decisions(&self.job, &self.object, &review_keys)
+                .await?
+        };
         let mut out = Vec::with_capacity(rows.len());
         let mut settled = Vec::new();
         let mut to_review = Vec::new();
         for ((i, mut row), result) in rows.into_iter().zip(results) {
+            let key = self.label(&row);
+            let decided = (result.action == MatchAction::Review)
+                .then(|| decisions.get(&key))
+                .flatten()
+                .filter(|d| {
+                    d.holds_for(
+                        result
+                            .candidates
+                            .iter()
+                            .map(|c| matching.candidate(c).campaign_id)
+                            .collect::<Vec<_>>()
+                            .iter()
+                            .map(String::as_str),
+                    )
+                });
+            if let Some(decision) = decided {
+                let status = match &decision.verdict {
+                    MatchVerdict::Accepted { campaign_id } => {
+                        row.set(CAMPAIGN_ID_FIELD, campaign_id.as_str());
+                        MatchStatus::Matched
+                    }
+                    MatchVerdict::Rejected => {
+                        row.set(CAMPAIGN_ID_FIELD, crm_core::Value::Null);
+                        MatchStatus::Unmatched
+                    }
+                };
+                *report
+                    .match_status
+                    .entry(status.as_str().to_owned())
+                    .or_default() += 1;
+                report.match_decided += 1;
+                row.set(MATCH_STATUS_FIELD, status.as_str());
+                settled.push(key);
+                out.push((i, row));
+                continue;
+            }
             *report
                 .match_status
                 .entry(result.status.as_str().to_owned())
@@ -498,7 +551,6 @@ impl<'a> Pipeline<'a> {
             if let Some(best) = &result.best {
                 row.set(CAMPAIGN_ID_FIELD, matching.candidate(best).campaign_id);
             }
-            let key = self.label(&row);
             match result.action {
                 MatchAction::Review => {
                     let kind = match result.status {

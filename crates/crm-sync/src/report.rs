@@ -36,6 +36,9 @@ pub struct RunReport {
     pub match_status: BTreeMap<String, u64>,
     /// Rows left out by `on_no_match` / `on_multiple_match: skip`.
     pub match_skipped: u64,
+    /// Rows whose match a person decided on an earlier review item, kept
+    /// instead of queueing them again (see [`crate::state::MatchDecision`]).
+    pub match_decided: u64,
     /// Review items not queued because `max_manual_review` was reached.
     pub review_overflow: u64,
     /// Rows written as new.

@@ -264,6 +264,15 @@ async fn open_source(
     }
 }
 
+/// The campaigns of a job's `campaigns:` (its CSV file or database table).
+///
+/// # Errors
+/// A setup error naming what to fix when there are none or they cannot be
+/// read.
+pub async fn job_campaigns(job: &SyncJob) -> Result<Vec<Campaign>, RunError> {
+    campaigns(job).await
+}
+
 async fn campaigns(job: &SyncJob) -> Result<Vec<Campaign>, RunError> {
     let source = job.campaigns.as_ref().ok_or_else(|| {
         setup(Error::invalid_input(

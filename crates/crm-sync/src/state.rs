@@ -116,6 +116,45 @@ pub struct ReviewItem {
     pub record: Record,
 }
 
+/// What a person decided for a booking's campaign match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum MatchVerdict {
+    /// This campaign.
+    Accepted {
+        /// The campaign chosen.
+        campaign_id: String,
+    },
+    /// None of the candidates.
+    Rejected,
+}
+
+/// A person's match decision, kept as the resolution of its review item.
+///
+/// It holds for later runs while the matcher proposes no candidate the
+/// person did not see: a booking whose candidates are all in `seen` keeps
+/// the decision (accepted campaign, or unmatched); a new candidate sends it
+/// back to the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchDecision {
+    /// Accepted or rejected.
+    #[serde(flatten)]
+    pub verdict: MatchVerdict,
+    /// The candidate campaign ids shown when deciding.
+    pub seen: Vec<String>,
+    /// Who decided.
+    pub reviewer: String,
+}
+
+impl MatchDecision {
+    /// Whether the decision still holds for these candidate ids.
+    pub fn holds_for<'c>(&self, candidates: impl IntoIterator<Item = &'c str>) -> bool {
+        candidates
+            .into_iter()
+            .all(|c| self.seen.iter().any(|s| s == c))
+    }
+}
+
 /// Durable pipeline state: checkpoints, dead letters, the review queue.
 ///
 /// Every write is idempotent by its key, so a page processed twice (after a
@@ -154,6 +193,17 @@ pub trait PipelineState: Send + Sync {
 
     /// How many items of `job` wait for review.
     async fn review_count(&self, job: &str) -> Result<usize>;
+    /// The decisions people made on earlier review items of these records
+    /// (see [`MatchDecision`]); none by default.
+    async fn match_decisions(
+        &self,
+        job: &str,
+        object: &str,
+        record_keys: &[String],
+    ) -> Result<std::collections::HashMap<String, MatchDecision>> {
+        let _ = (job, object, record_keys);
+        Ok(std::collections::HashMap::new())
+    }
 }
 
 type Key = (String, String, String);
@@ -402,5 +452,33 @@ impl PipelineState for SqlState {
         self.check_job(job)?;
         let n = self.store.count_open_reviews(&self.connection).await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn match_decisions(
+        &self,
+        job: &str,
+        object: &str,
+        record_keys: &[String],
+    ) -> Result<std::collections::HashMap<String, MatchDecision>> {
+        self.check_job(job)?;
+        let items = self
+            .store
+            .resolved_reviews_for(
+                &self.connection,
+                object,
+                record_keys,
+                &[
+                    crm_sql::state::ReviewReason::ProbableMatch,
+                    crm_sql::state::ReviewReason::MultipleMatch,
+                ],
+            )
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(key, item)| {
+                let decision = serde_json::from_value(item.resolution?).ok()?;
+                Some((key, decision))
+            })
+            .collect())
     }
 }

@@ -16,9 +16,9 @@ use crate::db::{Arg, RowExt};
 
 /// Keys bound in one `IN (...)` list: well under every engine's limit on
 /// bound parameters (SQLite's is the lowest, 32,766 in current versions).
-const KEYS_PER_STATEMENT: usize = 500;
+pub(super) const KEYS_PER_STATEMENT: usize = 500;
 
-fn marks(n: usize) -> String {
+pub(super) fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 

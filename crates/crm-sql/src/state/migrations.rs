@@ -213,6 +213,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    // MySQL/InnoDB keys hold at most 3072 bytes: in utf8mb4 the review
+    // index takes 2 x 1020 ({key}) + 8 (DATETIME(6)) + 256 ({id}) = 2304.
+    Migration {
+        version: 6,
+        name: "queue page indexes",
+        statements: &[
+            "CREATE INDEX {ine} crm_review_queue_page_idx ON crm_review_queue (status, reason, created_at, id)",
+            "CREATE INDEX {ine} crm_dead_letters_page_idx ON crm_dead_letters (first_failed_at, id)",
+        ],
+    },
 ];
 
 /// Fills the type tokens for `dialect`.

@@ -36,6 +36,7 @@ pub mod jobs;
 mod keyed;
 pub mod lease;
 mod migrations;
+mod queues;
 mod webhook_keyed;
 
 use std::fmt;
@@ -48,6 +49,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub use crypto::CredentialKey;
+pub use queues::{PageAfter, QueueFilter};
 
 use crate::config::{DatabaseKind, SqlConfig};
 use crate::db::{Arg, DbError, Pool, Row, RowExt, Tx};
@@ -682,6 +684,10 @@ pub struct DeadLetter {
     pub first_failed_at: DateTime<Utc>,
     /// Latest failure.
     pub last_failed_at: DateTime<Utc>,
+    /// The record's key, when it was kept with one
+    /// ([`StateStore::put_dead_letter`]); `None` for
+    /// [`StateStore::add_dead_letter`].
+    pub record_key: Option<String>,
 }
 
 /// The sync-state store. Cloning shares the pool.
@@ -746,6 +752,21 @@ fn review_from(r: &Row) -> std::result::Result<ReviewItem, SqlError> {
         resolution: json_col(r, "resolution"),
         created_at: r.time("created_at")?,
         resolved_at: r.opt_time("resolved_at"),
+    })
+}
+
+fn dead_letter_from(r: &Row) -> std::result::Result<DeadLetter, SqlError> {
+    Ok(DeadLetter {
+        id: DeadLetterId(r.text("id")?),
+        connection_id: r.opt_text("connection_id").map(ConnectionId),
+        object: r.text("object")?,
+        record: json_col(r, "record").unwrap_or(serde_json::Value::Null),
+        stage: r.text("stage")?,
+        error: r.text("error")?,
+        attempts: r.int("attempts")?,
+        first_failed_at: r.time("first_failed_at")?,
+        last_failed_at: r.time("last_failed_at")?,
+        record_key: r.opt_text("record_key"),
     })
 }
 
@@ -1921,23 +1942,7 @@ impl StateStore {
                 &[Arg::text(conn.as_str()), Arg::int(max_attempts)],
             )
             .await?;
-        decode(
-            rows.iter()
-                .map(|r| {
-                    Ok(DeadLetter {
-                        id: DeadLetterId(r.text("id")?),
-                        connection_id: r.opt_text("connection_id").map(ConnectionId),
-                        object: r.text("object")?,
-                        record: json_col(r, "record").unwrap_or(serde_json::Value::Null),
-                        stage: r.text("stage")?,
-                        error: r.text("error")?,
-                        attempts: r.int("attempts")?,
-                        first_failed_at: r.time("first_failed_at")?,
-                        last_failed_at: r.time("last_failed_at")?,
-                    })
-                })
-                .collect(),
-        )
+        decode(rows.iter().map(dead_letter_from).collect())
     }
 
     /// Records another failed attempt of a dead letter.

@@ -13,6 +13,7 @@
 mod harness;
 mod jobs;
 mod lease;
+mod queues;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod specific;
 mod state;
@@ -66,4 +67,8 @@ all_backends!(
     jobs::expired_job_is_retaken_and_failures_requeue,
     jobs::racing_claimers_take_each_job_once,
     jobs::budget_is_shared_across_processes,
+    queues::review_pages_visit_every_item_once_in_order,
+    queues::review_filters_and_counts,
+    queues::dead_letter_pages_and_edits,
+    queues::resolved_reviews_for_latest_decision,
 );

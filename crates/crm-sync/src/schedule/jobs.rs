@@ -33,7 +33,7 @@ pub use super::pause::{
 };
 pub use super::retry::{
     EXHAUSTED_MARK, RETRY_BATCH, RETRY_MAX_ATTEMPTS, RetryReport, RetryTarget, is_exhausted,
-    retry_failed,
+    retry_failed, retry_letters,
 };
 use super::{Clock, JobFn, Schedule, Scheduler};
 use crate::config::SyncJob;

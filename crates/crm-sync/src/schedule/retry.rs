@@ -130,6 +130,21 @@ pub async fn retry_failed<S: Sink + ?Sized>(
     let letters = store
         .dead_letters(conn, target.max_attempts, target.limit)
         .await?;
+    retry_letters(store, letters, sink, target).await
+}
+
+/// Retries these dead letters (whatever their attempts so far), as
+/// [`retry_failed`] does: the review desk's retry of one edited record.
+///
+/// # Errors
+/// State-store errors. A sink failing as a whole is reported in
+/// [`RetryReport::stopped`], not as an error.
+pub async fn retry_letters<S: Sink + ?Sized>(
+    store: &StateStore,
+    letters: Vec<DeadLetter>,
+    sink: &S,
+    target: &RetryTarget,
+) -> Result<RetryReport> {
     let mut report = RetryReport {
         taken: letters.len() as u64,
         ..RetryReport::default()

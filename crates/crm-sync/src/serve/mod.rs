@@ -205,7 +205,20 @@ impl Server {
         receiver: Receiver,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        axum::serve(self.listener, receiver.router())
+        self.serve_router(receiver.router(), shutdown).await
+    }
+
+    /// Serves `router` (the receiver's routes merged with others, such as
+    /// the review desk's) until `shutdown` completes.
+    ///
+    /// # Errors
+    /// When the server stops on an I/O error.
+    pub async fn serve_router(
+        self,
+        router: Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| {
