@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask services   make sure PostgreSQL and MariaDB are up (start them if not)
-//! cargo xtask test       services, then the whole test suite
+//! cargo xtask browser    make sure headless Chromium and ChromeDriver are installed (apt-get)
+//! cargo xtask test       services and the browser, then the whole test suite
 //! cargo xtask lint       cargo fmt --check and clippy -D warnings
 //! cargo xtask deny       cargo deny, fully offline, against the vendored advisory database
 //! cargo xtask ci         lint, test, deny: what .ci/run runs
@@ -23,12 +24,13 @@ fn main() -> ExitCode {
     let task = env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "services" => services(),
-        "test" => services().and_then(|()| test()),
+        "browser" => browser(),
+        "test" => services().and_then(|()| browser()).and_then(|()| test()),
         "lint" => lint(),
         "deny" => deny(),
         "ci" => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <services|test|lint|deny|ci>");
+            eprintln!("usage: cargo xtask <services|browser|test|lint|deny|ci>");
             return ExitCode::from(2);
         }
     };
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
 fn ci() -> Result {
     lint()?;
     services()?;
+    browser()?;
     test()?;
     deny()
 }
@@ -145,6 +148,40 @@ fn services() -> Result {
     }
     eprintln!("PostgreSQL (5432) and MariaDB (3306) are up");
     Ok(())
+}
+
+/// Where the review page's browser tests find Chromium and its driver
+/// (Debian's `chromium` and `chromium-driver` packages).
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Installs Debian's Chromium and ChromeDriver when they are missing: the
+/// review page's tests drive a real headless browser.
+fn browser() -> Result {
+    let have = |p: &str| Path::new(p).exists();
+    if have(CHROMIUM) && have(CHROMEDRIVER) {
+        eprintln!("Chromium and ChromeDriver are installed");
+        return Ok(());
+    }
+    eprintln!("installing Debian's chromium and chromium-driver for the browser tests");
+    let install = ["install", "-y", "chromium", "chromium-driver"];
+    let env_args = ["DEBIAN_FRONTEND=noninteractive", "apt-get"];
+    let mut first: Vec<&str> = env_args.to_vec();
+    first.extend(install);
+    if run("env", &first).is_err() {
+        // A fresh machine may have no package lists yet.
+        let mut update: Vec<&str> = env_args.to_vec();
+        update.push("update");
+        run("env", &update)?;
+        run("env", &first)?;
+    }
+    if have(CHROMIUM) && have(CHROMEDRIVER) {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get ran but {CHROMIUM} or {CHROMEDRIVER} is still missing"
+        ))
+    }
 }
 
 /// Runs all four cargo-deny checks offline. The build machines cannot reach

@@ -27,6 +27,7 @@ main{padding:16px 20px;max-width:1100px}\
 table{border-collapse:collapse;width:100%;margin:6px 0}\
 th,td{border-bottom:1px solid #eceff3;padding:4px 6px;text-align:left;vertical-align:top}\
 th{font-weight:600;color:#4b5366;font-size:12px}\
+table.record th{width:180px}\
 .badge{font-size:11px;padding:1px 6px;border-radius:3px;background:#e8ecf5;color:#3b4a6b}\
 .badge.multiple_match{background:#fde9c8;color:#7a4b00}\
 .flash{background:#e3f4e6;border:1px solid #b7dfbf;padding:8px 12px;border-radius:4px;margin-bottom:12px}\
@@ -469,7 +470,7 @@ pub(crate) fn match_page(
     let q = query.unwrap_or("").trim();
     let _ = write!(
         body,
-        r#"<section class="item"><h3>Find a campaign by name</h3><form method="get" action="/review/matches/{id}" class="filters"><label>Name <input name="q" id="campaign-search" value="{}" size="30"></label><button type="submit" class="secondary">Search</button></form>"#,
+        r#"<section class="item"><h3>Find a campaign by name</h3><form method="get" action="/review/matches/{id}" class="filters"><label>Name <input name="q" id="campaign-search" value="{}" size="30"></label><button type="submit" class="secondary" id="search">Search</button></form>"#,
         esc(q)
     );
     if !q.is_empty() {

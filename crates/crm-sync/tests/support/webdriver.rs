@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// The key W3C WebDriver uses for element references.
-const ELEMENT: &str = "element-6066-11e4-a52f-4e5fa4f14f6e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// `chromedriver` as a child process.
 pub(crate) struct Driver {
@@ -166,7 +166,12 @@ impl Browser {
     /// The one element matching `css`.
     pub(crate) async fn find(&self, css: &str) -> Element {
         let found = self.all(css).await;
-        assert!(!found.is_empty(), "no element matches {css:?} on {}", self.url().await);
+        if found.is_empty() {
+            let source = self.get("/source").await;
+            let source = source.as_str().unwrap_or_default();
+            let tail: String = source.chars().take(2000).collect();
+            panic!("no element matches {css:?} on {}:\n{tail}", self.url().await);
+        }
         found[0].clone()
     }
 
@@ -200,6 +205,12 @@ impl Browser {
     /// Runs an async script (its last argument is the callback).
     pub(crate) async fn run_async(&self, script: &str) -> Value {
         self.post("/execute/async", json!({"script": script, "args": []}))
+            .await
+    }
+
+    /// Runs a script in the page.
+    pub(crate) async fn run(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": []}))
             .await
     }
 
