@@ -445,3 +445,182 @@ async fn forms_need_the_session_csrf_token_and_an_acting_role() {
     assert!(!page.contains("<script"), "no script on the page");
     w.stop().await;
 }
+
+/// The job's source; `serve` reads nothing from it.
+const SHEET: &str = "sheet:\n  spreadsheet_id: sheet-1\n  sheet_name: Bookings\n  \
+                     column_mapping: {A: booking_id, B: campaign_name}\n";
+
+/// `crm-sync serve` with a `review:` section (and no `webhooks:`) serves
+/// the desk of the job's store, with the tokens of its config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_sync_serve_shows_the_desk_of_a_job() {
+    use std::process::{Command, Stdio};
+
+    use crm_core::{FieldSchema, FieldType, ObjectSchema, Record};
+    use crm_sql::SqlConnector;
+    use crm_sql::state::{CredentialKey, StateStore};
+
+    let dir = std::env::temp_dir().join(format!("crm-review-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("bookings.db").display());
+    let sink = SqlConnector::connect_url(&url).await.unwrap();
+    sink.create_table(
+        &ObjectSchema::new("bookings")
+            .field(FieldSchema::new("booking_id", FieldType::Text).required())
+            .field(FieldSchema::new("campaign_name", FieldType::Text))
+            .field(FieldSchema::new("campaign_id", FieldType::Text))
+            .field(FieldSchema::new("match_status", FieldType::Text))
+            .primary_key(["booking_id"]),
+    )
+    .await
+    .unwrap();
+    let store = StateStore::open_url(&url, CredentialKey::from_bytes([3; 32]))
+        .await
+        .unwrap();
+    let conn = store
+        .ensure_connection("pipeline", "bookings")
+        .await
+        .unwrap();
+    let record = Record::new()
+        .with("booking_id", "BK-9")
+        .with("campaign_name", "Summer Promo")
+        .with("campaign_id", "C-SUMMER")
+        .with("match_status", "probable");
+    let details = json!({
+        "record": record,
+        "candidates": [{"campaign_id": "C-SUMMER", "name": "Summer Promos", "score": 0.96, "strategy": "name_match"}],
+    });
+    let review = store
+        .put_review(
+            &conn,
+            "bookings",
+            "BK-9",
+            ReviewReason::ProbableMatch,
+            &details,
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let job = dir.join("job.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "name: bookings\n{SHEET}destination:\n  url: \"{url}\"\n  table: bookings\nreview:\n  \
+             listen: 127.0.0.1:{port}\n  tokens:\n    - {{name: olga, role: operator, token: \"${{REVIEW_TOKEN}}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let token = "serve-operator-token-42";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
+        .arg("serve")
+        .arg(&job)
+        .env("REVIEW_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if client()
+            .get(format!("{base}/review/login"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "crm-sync serve did not listen on {base}");
+    let r = client()
+        .get(format!("{base}/review/api/counts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client()
+        .get(format!("{base}/review/api/counts"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"matches": 1, "conflicts": 0, "dead_letters": 0})
+    );
+    let r = client()
+        .post(format!(
+            "{base}/review/api/matches/{}/accept",
+            review.as_str()
+        ))
+        .bearer_auth(token)
+        .json(&json!({"campaign_id": "C-SUMMER"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    sink.close().await;
+    let source = SqlConnector::connect(
+        &crm_sql::SqlConfig::builder()
+            .url(url.clone())
+            .query(
+                "SELECT booking_id, campaign_id, match_status, \
+                 '2026-01-01T00:00:00Z' AS updated_at FROM bookings",
+            )
+            .primary_key(["booking_id"])
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let pages: Vec<crm_core::Page> = futures_util::TryStreamExt::try_collect(
+        crm_core::Source::read(&source, crm_core::ReadRequest::full("bookings")),
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(String, String)> = pages
+        .into_iter()
+        .flat_map(|p| p.changes)
+        .filter_map(|c| match c {
+            crm_core::Change::Upsert(r) => Some((
+                review_world::text(r.get("campaign_id")),
+                review_world::text(r.get("match_status")),
+            )),
+            crm_core::Change::Delete { .. } => None,
+        })
+        .collect();
+    assert_eq!(rows, [("C-SUMMER".to_owned(), "matched".to_owned())]);
+    source.close().await;
+
+    // A token shorter than 16 characters is refused at start.
+    std::fs::write(
+        &job,
+        format!(
+            "name: bookings\n{SHEET}destination:\n  url: \"{url}\"\nreview:\n  tokens:\n    - {{name: olga, role: operator, token: short}}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
+        .arg("serve")
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shorter than 16"), "{err}");
+    assert!(!err.contains("short}"), "the token is not echoed: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,9 +12,9 @@
 //! local one); without it the test skips, unless `CI` is set: then it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 #[path = "support/review_world.rs"]
 mod review_world;
+mod support;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
@@ -102,7 +102,10 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     assert_eq!(rows["BK-2"].0, "C-AUT-2");
     assert_eq!(rows["BK-2"].1, "matched");
     let audit = w.audited("bookings", "BK-2", "review.match_accepted").await;
-    assert_eq!(audit[0].new_values.as_ref().unwrap()["campaign_id"], "C-AUT-2");
+    assert_eq!(
+        audit[0].new_values.as_ref().unwrap()["campaign_id"],
+        "C-AUT-2"
+    );
 
     // A forged POST: the reject form of BK-5 sent with the session cookie
     // but without its CSRF token.
@@ -171,7 +174,13 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
             .len(),
         1
     );
-    assert!(w.store.dead_letter_page(&Default::default(), None, 10).await.unwrap().is_empty());
+    assert!(
+        w.store
+            .dead_letter_page(&Default::default(), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     b.quit().await;
     w.stop().await;

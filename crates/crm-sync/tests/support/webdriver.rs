@@ -148,7 +148,11 @@ impl Browser {
 
     /// The current URL.
     pub(crate) async fn url(&self) -> String {
-        self.get("/url").await.as_str().unwrap_or_default().to_owned()
+        self.get("/url")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Elements matching a CSS selector.
@@ -170,19 +174,24 @@ impl Browser {
             let source = self.get("/source").await;
             let source = source.as_str().unwrap_or_default();
             let tail: String = source.chars().take(2000).collect();
-            panic!("no element matches {css:?} on {}:\n{tail}", self.url().await);
+            panic!(
+                "no element matches {css:?} on {}:\n{tail}",
+                self.url().await
+            );
         }
         found[0].clone()
     }
 
     /// Clicks an element (a submit button waits for the next page).
     pub(crate) async fn click(&self, e: &Element) {
-        self.post(&format!("/element/{}/click", e.0), json!({})).await;
+        self.post(&format!("/element/{}/click", e.0), json!({}))
+            .await;
     }
 
     /// Clears a field, then types `text` into it.
     pub(crate) async fn type_into(&self, e: &Element, text: &str) {
-        self.post(&format!("/element/{}/clear", e.0), json!({})).await;
+        self.post(&format!("/element/{}/clear", e.0), json!({}))
+            .await;
         self.post(&format!("/element/{}/value", e.0), json!({"text": text}))
             .await;
     }
