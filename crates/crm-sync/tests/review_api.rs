@@ -180,6 +180,28 @@ async fn every_queue_is_resolved_through_the_api_and_audited() {
             .len(),
         1
     );
+    // The after-match hook (a job's write-back) saw each booking as written.
+    let hooked: Vec<(String, String)> = w
+        .hooked
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                review_world::text(r.get("booking_id")),
+                review_world::text(r.get("campaign_id")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hooked,
+        [
+            ("BK-1".to_owned(), "C-SUMMER".to_owned()),
+            ("BK-2".to_owned(), String::new()),
+            ("BK-5".to_owned(), "C-WINTER".to_owned()),
+        ]
+    );
 
     // The next pipeline run keeps every decision instead of queueing the
     // bookings again.
@@ -622,5 +644,130 @@ async fn crm_sync_serve_shows_the_desk_of_a_job() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shorter than 16"), "{err}");
     assert!(!err.contains("short}"), "the token is not echoed: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 1,234 queued matches are paged 100 at a time through the API and 50 at
+/// a time through the pages' "Next page" links: each once, oldest first,
+/// with the filters kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_queues_are_paged_with_every_item_once() {
+    use crm_sql::state::{CredentialKey, StateStore};
+    use crm_sync::access::{Role, Tokens};
+    use crm_sync::review::ReviewDesk;
+    use crm_sync::serve::Server;
+    use secrecy::SecretString;
+
+    let dir = std::env::temp_dir().join(format!("crm-review-pages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("state.db").display());
+    let store = StateStore::open_url(&url, CredentialKey::from_bytes([4; 32]))
+        .await
+        .unwrap();
+    let bookings = store
+        .ensure_connection("pipeline", "bookings")
+        .await
+        .unwrap();
+    let other = store.ensure_connection("pipeline", "other").await.unwrap();
+    for i in 0..1234 {
+        let details = json!({"record": {"fields": {"booking_id": {"text": format!("BK-{i}")}}}, "candidates": []});
+        store
+            .put_review(
+                &bookings,
+                "bookings",
+                &format!("BK-{i}"),
+                ReviewReason::ProbableMatch,
+                &details,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put_review(
+            &other,
+            "bookings",
+            "X-1",
+            ReviewReason::ProbableMatch,
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let mut tokens = Tokens::new();
+    tokens.add("victor", Role::Viewer, &SecretString::from(VIEWER_TOKEN));
+    let server = Server::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let router = ReviewDesk::new(store.clone(), tokens).router();
+    let task = tokio::spawn(async move {
+        let _ = server.serve_router(router, std::future::pending()).await;
+    });
+
+    let conn = bookings.as_str();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/review/api/matches?limit=100&connection={conn}");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let r = client()
+            .get(format!("{base}{path}"))
+            .bearer_auth(VIEWER_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["record_id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..1234).map(|i| format!("BK-{i}")).collect();
+    assert_eq!(
+        seen, expected,
+        "every item once, in queue order, none of the other connection"
+    );
+
+    // The pages: 50 a time; the "Next page" link keeps the filter.
+    let mut next = Some(format!("/review/matches?connection={conn}"));
+    let mut pages = 0;
+    let mut shown = 0;
+    while let Some(path) = next.take() {
+        let html = client()
+            .get(format!("{base}{}", path.replace("&amp;", "&")))
+            .bearer_auth(VIEWER_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        pages += 1;
+        shown += html.matches("<article class=\"item match\"").count();
+        assert!(html.contains("1234 waiting"), "counts follow the filter");
+        next = html
+            .split(r#"id="next-page" href=""#)
+            .nth(1)
+            .map(|rest| rest.split('"').next().unwrap().to_owned());
+        if let Some(n) = &next {
+            assert!(n.contains(&format!("connection={conn}")), "{n}");
+        }
+    }
+    assert_eq!((pages, shown), (25, 1234));
+
+    // A page position that was not given out is refused, not guessed.
+    let r = client()
+        .get(format!("{base}/review/api/matches?after=garbage"))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    task.abort();
+    store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -175,8 +175,22 @@ pub(crate) fn hubspot_client(sim: &SimHandle) -> HubSpot {
     HubSpot::new(config).unwrap()
 }
 
+/// Records the bookings the desk hands to its after-match hook (where a
+/// job's write-back runs).
+#[derive(Default)]
+pub(crate) struct Hooked(pub(crate) std::sync::Mutex<Vec<Record>>);
+
+#[async_trait]
+impl crm_sync::review::AfterMatch for Hooked {
+    async fn after_match(&self, record: &Record) -> Result<()> {
+        self.0.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+}
+
 pub(crate) struct World {
     pub(crate) db: Db,
+    pub(crate) hooked: Arc<Hooked>,
     pub(crate) store: StateStore,
     pub(crate) sink: SqlConnector,
     pub(crate) platform: SqlConnector,
@@ -231,12 +245,12 @@ impl World {
         tokens.add("alice", Role::Operator, &SecretString::from(OPERATOR_TOKEN));
         tokens.add("victor", Role::Viewer, &SecretString::from(VIEWER_TOKEN));
         let sink_dyn: Arc<dyn crm_core::Sink> = Arc::new(sink.clone());
+        let hooked = Arc::new(Hooked::default());
         let desk = ReviewDesk::new(store.clone(), tokens)
-            .matches(MatchTarget::new(
-                Arc::clone(&sink_dyn),
-                "bookings",
-                "booking_id",
-            ))
+            .matches(
+                MatchTarget::new(Arc::clone(&sink_dyn), "bookings", "booking_id")
+                    .after(Arc::clone(&hooked) as Arc<dyn crm_sync::review::AfterMatch>),
+            )
             .campaigns(campaigns())
             .conflicts(
                 "contacts",
@@ -263,6 +277,7 @@ impl World {
         });
         Some(World {
             db,
+            hooked,
             store,
             sink,
             platform,
