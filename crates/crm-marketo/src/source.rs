@@ -205,6 +205,12 @@ pub fn bulk_since(object: &str, since: DateTime<Utc>) -> Result<Cursor> {
     })
 }
 
+/// How far past the local clock the last bulk window reaches (see the
+/// bulk read). Records made during that second are read now and again by
+/// the next run's change feed, which is harmless for upserts; none is left
+/// out.
+const STAMP_MARGIN: TimeDelta = TimeDelta::seconds(1);
+
 fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
     let floor = DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
     if floor == t {
@@ -690,8 +696,13 @@ impl Reader<'_> {
         };
         // Fix the range and the resume token at the start of the read. Job
         // ranges are sent in whole seconds, so the end is rounded up: a
-        // record made earlier in the current second is not left out.
-        let until = until.unwrap_or_else(|| ceil_to_second(Utc::now()));
+        // record made earlier in the current second is not left out. The
+        // end also reaches STAMP_MARGIN past now: records stamped slightly
+        // ahead of this machine's clock before the read started (a Marketo
+        // clock a few hundred milliseconds ahead, too little for the job's
+        // creation time to prove it) would otherwise fall past the last
+        // window and the read would end short without an error.
+        let until = until.unwrap_or_else(|| ceil_to_second(Utc::now() + STAMP_MARGIN));
         let resume = match (self.object, filter, resume) {
             (ObjectKind::Leads, DateFilter::CreatedAt, None) => Some(self.resume_tokens().await?),
             (_, _, r) => r,
