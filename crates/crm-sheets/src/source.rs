@@ -17,7 +17,10 @@
 //!    trailing rows of a range, so a blank row at the bottom of a page (or a
 //!    whole blank page) may have rows below it. Only for a sheet whose grid
 //!    size is unknown does an entirely empty page end the read.
-//! 4. With a cursor, only new and changed rows are emitted, and the last page
+//! 4. At the grid's end the grid size is read again (`spreadsheets.get`):
+//!    rows inserted during the read pushed rows below the size read in step
+//!    1, and those rows are read too before the read ends.
+//! 5. With a cursor, only new and changed rows are emitted, and the last page
 //!    carries the deletes ([`crate::incremental`]).
 //!
 //! The cursor after each page is valid: a run stopped between pages resumes
@@ -234,7 +237,13 @@ struct Reading {
     next_row: u32,
     headers: BTreeMap<String, String>,
     tracker: ChangeTracker,
+    /// Times the grid size was read again at the end of this read.
+    regrids: u32,
 }
+
+/// At most this many looks at the grid size at the end of a read; a sheet
+/// still growing after them is read to its latest size and finished.
+const MAX_REGRIDS: u32 = 3;
 
 impl ReadState {
     async fn next_page(&mut self) -> Result<Option<Page>> {
@@ -277,6 +286,7 @@ impl ReadState {
             headers: BTreeMap::new(),
             tracker: ChangeTracker::new(prev),
             sheet,
+            regrids: 0,
         };
         let _ = prev_state;
         self.page(Box::new(reading), header_cells).await
@@ -350,6 +360,26 @@ impl ReadState {
         } else {
             got == 0 || last == u32::MAX
         };
+        // Rows inserted above the read position during the read push rows
+        // past the grid size read at the start: before the deletes are
+        // computed, the grid size is read again, and rows it gained are
+        // read too (one `spreadsheets.get` per read), so no row is reported
+        // deleted that only moved down.
+        if at_end && r.sheet.row_count > 0 && r.regrids < MAX_REGRIDS {
+            let now = self.conn.resolve_sheet(Some(r.sheet.sheet_id)).await?;
+            if now.sheet_id == r.sheet.sheet_id && now.row_count > r.sheet.row_count {
+                r.regrids += 1;
+                r.next_row = r.next_row.min(r.sheet.row_count.saturating_add(1));
+                r.sheet.row_count = now.row_count;
+                let state = r.tracker.checkpoint(Some(r.sheet.sheet_id), &r.headers);
+                self.phase = Phase::Reading(r);
+                return Ok(Some(Page {
+                    changes,
+                    cursor: Cursor::from_state(&state)?,
+                }));
+            }
+            r.regrids = MAX_REGRIDS;
+        }
         if at_end {
             let Reading {
                 sheet,

@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use common::*;
 use crm_core::mapping::ColumnMapping;
-use crm_core::{Change, Connector, ErrorKind, Record, Sink, Value, WriteBatch, WriteOutcome};
+use crm_core::{
+    Change, Connector, ErrorKind, ReadRequest, Record, Sink, Source, Value, WriteBatch,
+    WriteOutcome,
+};
 use crm_sheets::cell::{Cell, ColumnType};
 use crm_sheets::rows::ERRORS_FIELD;
 use crm_sheets::sim::{DemoOptions, SheetsSimConfig, SimCell, SimSheet, demo_bookings, demo_row};
 use crm_sheets::wire::{DateTimeRenderOption, Dimension, ValueRange, ValueRenderOption};
 use crm_sheets::{GoogleCredentials, RateLimit, SheetsConfig, WriteBackColumns};
 use crm_sim::FaultPlan;
+use futures_util::StreamExt;
 use rand_chacha::rand_core::SeedableRng;
 
 fn upserts(changes: &[Change]) -> Vec<&Record> {
@@ -37,14 +41,15 @@ async fn ten_thousand_rows_in_the_minimum_number_of_calls() {
     let ids: HashSet<_> = all.iter().filter_map(|c| c.id().cloned()).collect();
     assert_eq!(ids.len(), 10_000);
     // One spreadsheets.get, then ceil(10,000 / 1,000) batchGets (the first
-    // also fetching the header row), and one token grant.
+    // also fetching the header row), one more spreadsheets.get at the end
+    // (has the grid grown during the read?), and one token grant.
     assert_eq!(count(&env, "GET", "/values:batchGet"), 10);
     assert_eq!(
         count(&env, "GET", &format!("/v4/spreadsheets/{SPREADSHEET}")),
-        1
+        2
     );
     assert_eq!(count(&env, "POST", "/token"), 1);
-    assert_eq!(env.handle.request_log().len(), 12);
+    assert_eq!(env.handle.request_log().len(), 13);
     // Exact money at scale 2 and serial dates.
     let first = upserts(&all)[0];
     assert_eq!(
@@ -696,4 +701,46 @@ async fn values_update_writes_a_range_raw_and_refuses_past_the_grid() {
         assert_eq!(s.cell(12, 9), &SimCell::Empty);
         assert_eq!(s.row_count, 11);
     });
+}
+
+/// Rows inserted near the top while a read is under way push the last rows
+/// past the grid size read at its start. They used to be reported deleted
+/// (and came back the run after); the grid size is read again at the end
+/// and the rows it gained are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_inserted_above_during_a_read_are_not_reported_deleted() {
+    let env = start(unlimited(), bookings(1000, false), None).await;
+    let conn = connector(&env, config(&env).page_size(200));
+    let first = read_all(&conn, None).await.unwrap();
+    assert_eq!(changes(&first).len(), 1000);
+    let cursor = first.last().unwrap().cursor.clone();
+
+    let mut stream = conn.read(ReadRequest::since("bookings", cursor));
+    let mut got = Vec::new();
+    let page = stream.next().await.unwrap().unwrap();
+    got.extend(page.changes);
+    // Someone inserts three booking rows right under the header.
+    env.data.with_sheet(SPREADSHEET, "Bookings", |s| {
+        s.insert_rows(2, 3);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for (row, n) in [(2, 5001), (3, 5002), (4, 5003)] {
+            s.set_row(row, demo_row(&mut rng, n));
+        }
+    });
+    while let Some(page) = stream.next().await {
+        got.extend(page.unwrap().changes);
+    }
+    let deletes: Vec<&Change> = got
+        .iter()
+        .filter(|c| matches!(c, Change::Delete { .. }))
+        .collect();
+    assert!(
+        deletes.is_empty(),
+        "rows that moved down are not deleted: {deletes:?}"
+    );
+    // The grid was read again at the end, and once more after it grew.
+    assert_eq!(
+        count(&env, "GET", &format!("/v4/spreadsheets/{SPREADSHEET}")),
+        2 + 3
+    );
 }
