@@ -4,6 +4,7 @@
 //!   per-record sync state: echo suppression, three-way merges with
 //!   field-level conflict policies, the review queue for manual conflicts
 //!   and an audit entry for every write.
+//! - [`enrich`]: seed 002's social enrichment of CRM contacts, writing only what differs.
 //! - [`fanout`]: seed 004's contacts in every configured CRM at once, and
 //!   the unified contact view across CRMs keyed by email.
 //! - [`pipeline`]: the page-by-page pipeline of seed 000 (extract, validate
@@ -34,6 +35,7 @@ pub mod bidi;
 pub mod campaigns;
 pub mod cli;
 pub mod config;
+pub mod enrich;
 pub mod fanout;
 pub mod monitor;
 pub mod pipeline;
