@@ -16,17 +16,16 @@ use chrono::Utc;
 use crm_core::conflict::{ConflictConfig, ConflictPolicy};
 use crm_core::mapping::Mapping;
 use crm_core::{Change, ReadRequest, Record, Sink, Source, Value, WriteBatch, WriteOp};
+use crm_hubspot::HubSpot;
 use crm_hubspot::sim::{HubSpotSimConfig, HubSpotSimulator};
-use crm_hubspot::{HubSpot, HubSpotConfig, RateLimits};
 use crm_sim::{SimHandle, SimServer};
 use crm_sql::state::{CredentialKey, ReviewReason, StateStore};
 use crm_sql::{SqlConfig, SqlConnector};
 use crm_sync::bidi::{BidiConfig, BidiSync, CreateWith, Pick, SideConfig};
 use futures_util::TryStreamExt;
 use indexmap::IndexMap;
-use secrecy::SecretString;
 
-use support::Db;
+use support::{Db, hubspot_client};
 
 const MAPPING: &str = r#"
 - {source: email, target: email, direction: bidirectional}
@@ -53,20 +52,6 @@ struct World {
     hubspot: HubSpot,
     /// A second client standing for people editing in HubSpot.
     editor: HubSpot,
-}
-
-fn hubspot_client(sim: &SimHandle) -> HubSpot {
-    let token = sim.credentials()["private_app_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let config = HubSpotConfig::private_app(SecretString::from(token))
-        .base_url(sim.base_url())
-        .rate_limits(RateLimits::new(1000, None, 100))
-        .search_lookback(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    HubSpot::new(config).unwrap()
 }
 
 async fn world(tag: &str) -> Option<World> {

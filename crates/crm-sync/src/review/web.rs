@@ -211,14 +211,12 @@ impl ReviewDesk {
             .route("/review/style.css", get(style))
             .route("/review/login", get(login_page).post(login))
             .route("/review/logout", post(logout))
-            .route("/review/matches", get(matches_page))
+            .route("/review/{queue}", get(list_page))
             .route("/review/matches/{id}", get(match_page))
             .route("/review/matches/{id}/accept", post(accept_form))
             .route("/review/matches/{id}/reject", post(reject_form))
-            .route("/review/conflicts", get(conflicts_page))
             .route("/review/conflicts/{id}", get(conflict_page))
             .route("/review/conflicts/{id}/resolve", post(resolve_form))
-            .route("/review/dead-letters", get(dead_letters_page))
             .route("/review/dead-letters/{id}", get(dead_letter_page))
             .route("/review/dead-letters/{id}/retry", post(retry_form))
             .route("/review/dead-letters/{id}/discard", post(discard_form))
@@ -458,44 +456,24 @@ fn sign_in_first(uri_path: &str) -> Response {
     ))
 }
 
-async fn queue_page(desk: &ReviewDesk, auth: &Auth, queue: Queue, q: &ListQuery) -> Response {
-    match html::queue_page(desk, auth, queue, q).await {
+/// `GET /review/{queue}`: one page of a queue.
+async fn list_page(
+    State(desk): Desk,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let Some(queue) = queue_of(&slug) else {
+        let e = Error::new(ErrorKind::NotFound, format!("no queue named {slug:?}"));
+        return html_error(desk.auth(&headers).as_ref(), &e);
+    };
+    let Some(auth) = desk.auth(&headers) else {
+        return sign_in_first(&format!("/review/{}", queue.slug()));
+    };
+    match html::queue_page(&desk, &auth, queue, &q).await {
         Ok(body) => page(StatusCode::OK, body),
-        Err(e) => html_error(Some(auth), &e),
+        Err(e) => html_error(Some(&auth), &e),
     }
-}
-
-async fn matches_page(
-    State(desk): Desk,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let Some(auth) = desk.auth(&headers) else {
-        return sign_in_first("/review/matches");
-    };
-    queue_page(&desk, &auth, Queue::Matches, &q).await
-}
-
-async fn conflicts_page(
-    State(desk): Desk,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let Some(auth) = desk.auth(&headers) else {
-        return sign_in_first("/review/conflicts");
-    };
-    queue_page(&desk, &auth, Queue::Conflicts, &q).await
-}
-
-async fn dead_letters_page(
-    State(desk): Desk,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let Some(auth) = desk.auth(&headers) else {
-        return sign_in_first("/review/dead-letters");
-    };
-    queue_page(&desk, &auth, Queue::DeadLetters, &q).await
 }
 
 #[derive(Deserialize)]

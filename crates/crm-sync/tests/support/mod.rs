@@ -96,3 +96,20 @@ pub(crate) async fn start_sheets_sim(config: SheetsSimConfig) -> (SimHandle, She
         .unwrap();
     (handle, data)
 }
+
+/// A HubSpot client of the simulator's private app, with limits high
+/// enough for tests and a short search lookback.
+#[allow(dead_code)]
+pub(crate) fn hubspot_client(sim: &SimHandle) -> crm_hubspot::HubSpot {
+    let token = sim.credentials()["private_app_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config = crm_hubspot::HubSpotConfig::private_app(secrecy::SecretString::from(token))
+        .base_url(sim.base_url())
+        .rate_limits(crm_hubspot::RateLimits::new(1000, None, 100))
+        .search_lookback(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    crm_hubspot::HubSpot::new(config).unwrap()
+}

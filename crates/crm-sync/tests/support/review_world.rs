@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -19,8 +18,8 @@ use crm_core::{
     Capabilities, Change, Connector, Cursor, FieldSchema, FieldType, ObjectSchema, Page,
     ReadRequest, Record, Result, Source, Value, WriteBatch, WriteOp,
 };
+use crm_hubspot::HubSpot;
 use crm_hubspot::sim::{HubSpotSimConfig, HubSpotSimulator};
-use crm_hubspot::{HubSpot, HubSpotConfig, RateLimits};
 use crm_sim::{SimHandle, SimServer};
 use crm_sql::state::{CredentialKey, ReviewItem, ReviewReason, StateStore};
 use crm_sql::{SqlConfig, SqlConnector};
@@ -36,7 +35,7 @@ use futures_util::TryStreamExt;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use secrecy::SecretString;
 
-use crate::support::Db;
+use crate::support::{Db, hubspot_client};
 
 pub(crate) const OPERATOR_TOKEN: &str = "operator-token-0123456789";
 pub(crate) const VIEWER_TOKEN: &str = "viewer-token-0123456789ab";
@@ -159,20 +158,6 @@ pub(crate) fn contacts_config() -> BidiConfig {
             .field("lifecycle", ConflictPolicy::Manual),
     )
     .match_key("email")
-}
-
-pub(crate) fn hubspot_client(sim: &SimHandle) -> HubSpot {
-    let token = sim.credentials()["private_app_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let config = HubSpotConfig::private_app(SecretString::from(token))
-        .base_url(sim.base_url())
-        .rate_limits(RateLimits::new(1000, None, 100))
-        .search_lookback(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    HubSpot::new(config).unwrap()
 }
 
 /// Records the bookings the desk hands to its after-match hook (where a
@@ -351,14 +336,7 @@ impl World {
             .try_collect()
             .await
             .unwrap();
-        let pl = pages
-            .into_iter()
-            .flat_map(|p| p.changes)
-            .find_map(|c| match c {
-                Change::Upsert(r) => Some(r),
-                Change::Delete { .. } => None,
-            })
-            .unwrap();
+        let pl = first_upsert(pages);
         let editor = hubspot_client(&self.sim);
         let pages: Vec<Page> = editor
             .read(ReadRequest::full("contacts").fields([
@@ -371,14 +349,7 @@ impl World {
             .try_collect()
             .await
             .unwrap();
-        let hs = pages
-            .into_iter()
-            .flat_map(|p| p.changes)
-            .find_map(|c| match c {
-                Change::Upsert(r) => Some(r),
-                Change::Delete { .. } => None,
-            })
-            .unwrap();
+        let hs = first_upsert(pages);
         let names = [
             ("first_name", "firstname"),
             ("last_name", "lastname"),
@@ -412,6 +383,18 @@ impl World {
             .filter(|e| e.action == action)
             .collect()
     }
+}
+
+/// The first record upserted in `pages`.
+fn first_upsert(pages: Vec<Page>) -> Record {
+    pages
+        .into_iter()
+        .flat_map(|p| p.changes)
+        .find_map(|c| match c {
+            Change::Upsert(r) => Some(r),
+            Change::Delete { .. } => None,
+        })
+        .unwrap()
 }
 
 pub(crate) fn text(v: Option<&Value>) -> String {
@@ -466,14 +449,7 @@ async fn make_conflict(platform: &SqlConnector, hubspot: &HubSpot, store: &State
         .try_collect()
         .await
         .unwrap();
-    let hs_id = pages
-        .into_iter()
-        .flat_map(|p| p.changes)
-        .find_map(|c| match c {
-            Change::Upsert(r) => r.id,
-            Change::Delete { .. } => None,
-        })
-        .unwrap();
+    let hs_id = first_upsert(pages).id.unwrap();
     let edit = Record::new()
         .with_id("pg-1")
         .with("first_name", "Annie")
