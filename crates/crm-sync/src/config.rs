@@ -188,6 +188,100 @@ pub struct SyncJob {
     /// Health thresholds, metrics window, quotas and the alert webhook.
     #[serde(default)]
     pub monitoring: Option<crate::monitor::MonitoringSection>,
+    /// Hardening of the HTTP server of `crm-sync serve` (TLS, allow-list,
+    /// body limit, timeout, rate limit); the defaults of [`HttpSection`]
+    /// apply without it.
+    #[serde(default)]
+    pub http: Option<HttpSection>,
+}
+
+/// `http:`: how the HTTP server of `crm-sync serve` (webhooks and review
+/// desk) is hardened; see [`crate::serve::harden`] for each layer.
+///
+/// ```yaml
+/// http:
+///   tls: {cert_file: certs/server.pem, key_file: certs/server.key}  # PEM, relative to the job file
+///   allow_ips: ["10.0.0.0/8", "192.168.1.7", "::1/128"]           # others get 403
+///   max_body_bytes: 1048576       # default 1 MiB; larger bodies get 413
+///   request_timeout_secs: 30      # default 30; slower requests get 408
+///   rate_limit_per_hour: 1000     # default 1000 per client; 0 disables
+/// ```
+///
+/// ```
+/// use crm_sync::config::SyncJob;
+///
+/// let job = SyncJob::from_yaml(r#"
+/// sheet: {spreadsheet_id: s, sheet_name: S, column_mapping: {A: booking_id}}
+/// http:
+///   allow_ips: ["10.0.0.0/8", "::1"]
+///   rate_limit_per_hour: 0
+/// "#, "inline").unwrap();
+/// let http = job.http.unwrap();
+/// assert_eq!(http.max_body_bytes, 1024 * 1024);
+/// assert_eq!(http.request_timeout_secs, 30);
+/// assert_eq!(http.rate_limit_per_hour, 0);
+/// assert_eq!(http.allow_ips.unwrap().len(), 2);
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpSection {
+    /// Serve HTTPS (TLS 1.2 and 1.3) with this certificate; plain HTTP
+    /// without it.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Only peers in these networks (`10.0.0.0/8`, `192.168.1.7`,
+    /// `::1/128`) are served; others get 403. Everyone without it.
+    #[serde(default)]
+    pub allow_ips: Option<Vec<crate::serve::harden::IpCidr>>,
+    /// The largest request body; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Seconds to answer a request (and to read its headers); slower ones
+    /// get 408.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Requests per client (bearer token, review session, else IP) and
+    /// hour; more get 429. `0` disables the limit.
+    #[serde(default = "default_rate_limit_per_hour")]
+    pub rate_limit_per_hour: u32,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            tls: None,
+            allow_ips: None,
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_secs: default_request_timeout_secs(),
+            rate_limit_per_hour: default_rate_limit_per_hour(),
+        }
+    }
+}
+
+/// `http.tls`: PEM files. Relative paths are kept as written and taken
+/// relative to the job file's folder when the server starts (see
+/// [`crate::serve::harden::Hardening::from_section`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+fn default_max_body_bytes() -> usize {
+    crate::serve::harden::DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_request_timeout_secs() -> u64 {
+    crate::serve::harden::DEFAULT_REQUEST_TIMEOUT.as_secs()
+}
+
+fn default_rate_limit_per_hour() -> u32 {
+    crate::serve::harden::DEFAULT_RATE_LIMIT_PER_HOUR
 }
 
 /// `webhooks:`: what `crm-sync serve` listens on, the secrets each

@@ -1,5 +1,7 @@
 //! `crm-sync serve CONFIG`: the webhook receiver and its processor, and
-//! the review desk of the job's `review:` section.
+//! the review desk of the job's `review:` section, behind the hardening of
+//! the job's `http:` section (TLS, allow-list, body limit, timeout, rate
+//! limit; see [`crate::serve::harden`]), whose defaults apply without one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,12 +14,13 @@ use secrecy::ExposeSecret;
 
 use super::{CliError, job_base_dir};
 use crate::access::Tokens;
-use crate::config::SyncJob;
+use crate::config::{HttpSection, SyncJob};
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::review::{AfterMatch, MatchTarget, RetryWriter, ReviewDesk};
 use crate::runner::{resolve_sqlite_path, state_key, with_create_mode};
 use crate::schedule::jobs;
 use crate::schedule::jobs::RetryTarget;
+use crate::serve::harden::Hardening;
 use crate::serve::process::webhook_schema;
 use crate::serve::{Receiver, Server, process_pending, verifiers};
 use crate::writeback::{WriteBackOverrides, run_write_back_job};
@@ -56,6 +59,10 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
     }
     let usage = |e: crm_core::Error| CliError::usage(e.to_string());
     let base = job_base_dir(&args.config);
+    let hardening =
+        Hardening::from_section(job.http.as_ref().unwrap_or(&HttpSection::default()), &base)
+            .map_err(usage)?;
+    let tls = hardening.is_tls();
     let dest = interpolate(
         "destination.url",
         job.destination.url.expose_secret(),
@@ -112,22 +119,29 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
     }
     let job = Arc::new(job);
     if job.review.is_some() {
-        let desk = review_desk(&job, &base, store.clone(), sink.clone())
+        let desk = review_desk(&job, &base, store.clone(), sink.clone(), tls)
             .await
             .map_err(usage)?;
         app = app.merge(desk.router());
     }
-    #[allow(clippy::print_stdout)]
     {
-        println!("listening on http://{}", server.local_addr());
+        use std::io::Write as _;
+        // A closed stdout (`| head -1`) must not stop the server.
+        let mut out = std::io::stdout();
+        let scheme = if tls { "https" } else { "http" };
+        let _ = writeln!(out, "listening on {scheme}://{}", server.local_addr());
         if job.review.is_some() {
-            println!("review desk on http://{}/review", server.local_addr());
+            let _ = writeln!(
+                out,
+                "review desk on {scheme}://{}/review",
+                server.local_addr()
+            );
         }
     }
 
     let alerts = tokio::spawn(alert_loop(monitor));
     let outcome = server
-        .serve_router(app, async {
+        .serve_hardened(app, &hardening, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
@@ -142,7 +156,9 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
 /// The desk of a job's `review:` section: its tokens, the pipeline's
 /// destination for match decisions (with the job's write-back after each,
 /// when it has `write_back:`), its campaigns for the name search, and its
-/// retry target for dead letters.
+/// retry target for dead letters. Session cookies are `Secure` when
+/// `review.secure_cookies` says so, else when the server speaks HTTPS
+/// itself (`tls`) or `webhooks.public_url` is `https://`.
 ///
 /// # Errors
 /// An unset `${NAME}` in a token, no tokens, or campaigns that cannot be
@@ -152,6 +168,7 @@ pub async fn review_desk(
     base: &std::path::Path,
     store: StateStore,
     sink: SqlConnector,
+    tls: bool,
 ) -> crm_core::Result<ReviewDesk> {
     let Some(section) = &job.review else {
         return Err(crm_core::Error::invalid_input(
@@ -178,7 +195,8 @@ pub async fn review_desk(
         tokens.add(t.name.clone(), t.role, &token.into());
     }
     let secure = section.secure_cookies.unwrap_or_else(|| {
-        job.webhooks
+        tls || job
+            .webhooks
             .as_ref()
             .and_then(|w| w.public_url.as_deref())
             .is_some_and(|u| u.starts_with("https://"))

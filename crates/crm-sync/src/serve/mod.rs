@@ -22,8 +22,13 @@
 //! queued events later, in this process or the next.
 //!
 //! An endpoint whose secret is not configured answers 404.
+//!
+//! [`Server::serve_hardened`] serves the routes behind [`harden`]'s layers
+//! (TLS, allow-list, body limit, timeout, rate limit), as `crm-sync serve`
+//! does.
 
 pub mod customer;
+pub mod harden;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -209,7 +214,9 @@ impl Server {
     }
 
     /// Serves `router` (the receiver's routes merged with others, such as
-    /// the review desk's) until `shutdown` completes.
+    /// the review desk's) as it is, over plain HTTP, until `shutdown`
+    /// completes. Handlers can extract `ConnectInfo<SocketAddr>`.
+    /// [`Server::serve_hardened`] adds TLS and the protective layers.
     ///
     /// # Errors
     /// When the server stops on an I/O error.
@@ -218,15 +225,49 @@ impl Server {
         router: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| {
-                Error::new(
-                    crm_core::ErrorKind::Transient,
-                    format!("the server stopped: {e}"),
-                )
-            })
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| {
+            Error::new(
+                crm_core::ErrorKind::Transient,
+                format!("the server stopped: {e}"),
+            )
+        })
+    }
+
+    /// Serves `router` behind `hardening`'s layers (see
+    /// [`harden::Hardening::apply`], which this calls), over TLS 1.2/1.3
+    /// when [`harden::Hardening::tls`] is set, until `shutdown` completes.
+    ///
+    /// Each connection is served by hyper (HTTP/1.1, keep-alive), with
+    /// request headers to be read within the request timeout and a TLS
+    /// handshake within 10 s; a failed handshake closes that connection
+    /// only. On shutdown the server stops accepting, lets open requests
+    /// finish (at most the request timeout and a second) and closes the
+    /// connections.
+    ///
+    /// # Errors
+    /// None today: accept errors are retried; the `Result` is kept for
+    /// errors of setup.
+    pub async fn serve_hardened(
+        self,
+        router: Router,
+        hardening: &harden::Hardening,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let app = hardening.apply(router);
+        harden::serve_connections(
+            self.listener,
+            app,
+            hardening.tls.as_ref(),
+            hardening.request_timeout,
+            shutdown,
+        )
+        .await
     }
 }
 
