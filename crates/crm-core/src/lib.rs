@@ -6,6 +6,7 @@
 //! implement its traits; `crm-sync` drives them.
 //! [`attribution`] splits conversions among social touchpoints per campaign;
 //! [`engagement`] scores social interactions from 0 to 100.
+//! [`pii`] masks personal data for logs, reports and errors.
 //!
 //! ```
 //! use crm_core::{Record, Value};
@@ -28,6 +29,7 @@ pub mod error;
 pub mod mapping;
 pub mod matching;
 pub mod model;
+pub mod pii;
 pub mod record;
 pub mod schema;
 pub mod validate;

@@ -100,14 +100,25 @@ impl CredentialKey {
 
     /// Decrypts a blob made by [`CredentialKey::seal`] with the same context.
     pub(crate) fn open(&self, blob: &str, context: &str) -> Result<SecretString, SqlError> {
+        self.open_labelled(blob, context, "stored credentials")
+    }
+
+    /// As [`CredentialKey::open`], naming what was sealed (`what`, e.g.
+    /// "a sealed personal value") in error messages.
+    pub(crate) fn open_labelled(
+        &self,
+        blob: &str,
+        context: &str,
+        what: &str,
+    ) -> Result<SecretString, SqlError> {
         let body = blob
             .strip_prefix(PREFIX)
-            .ok_or_else(|| SqlError::Crypto("stored credentials have an unknown format".into()))?;
+            .ok_or_else(|| SqlError::Crypto(format!("{what}: unknown format")))?;
         let raw = STANDARD
             .decode(body)
-            .map_err(|_| SqlError::Crypto("stored credentials are corrupt".into()))?;
+            .map_err(|_| SqlError::Crypto(format!("{what}: corrupt")))?;
         if raw.len() < 12 + 16 {
-            return Err(SqlError::Crypto("stored credentials are truncated".into()));
+            return Err(SqlError::Crypto(format!("{what}: truncated")));
         }
         let (nonce, ct) = raw.split_at(12);
         let pt = self
@@ -120,14 +131,13 @@ impl CredentialKey {
                 },
             )
             .map_err(|_| {
-                SqlError::Crypto(
-                    "stored credentials cannot be decrypted: wrong credential key, or the data was altered"
-                        .into(),
-                )
+                SqlError::Crypto(format!(
+                    "{what} cannot be decrypted: wrong credential key, or the data was altered"
+                ))
             })?;
         String::from_utf8(pt)
             .map(SecretString::from)
-            .map_err(|_| SqlError::Crypto("stored credentials are not text".into()))
+            .map_err(|_| SqlError::Crypto(format!("{what}: not text")))
     }
 }
 

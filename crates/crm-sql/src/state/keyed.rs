@@ -10,7 +10,7 @@ use crm_core::{ErrorKind, Result};
 
 use super::{
     ConnectionId, DeadLetterId, NewConnection, ReviewId, ReviewReason, ReviewStatus, StateStore,
-    decode,
+    decode, pii,
 };
 use crate::db::{Arg, RowExt};
 
@@ -79,6 +79,10 @@ impl StateStore {
     /// failure of the same record at the same stage replaces the record and
     /// error and counts one more attempt, it never adds a row.
     ///
+    /// Values of the [PII fields](StateStore::with_pii_fields) are sealed
+    /// in the stored record, and masked where `error` quotes them (see
+    /// [`pii`]).
+    ///
     /// # Errors
     /// Database errors.
     pub async fn put_dead_letter(
@@ -107,17 +111,22 @@ impl StateStore {
             )
             .await?;
         let now = Utc::now();
+        let error = self.pii.mask_json_values_in(record, error);
+        let seal = |id: &DeadLetterId| {
+            pii::seal_json(&self.key, &self.pii, pii::DEAD_LETTERS, id.as_str(), record)
+        };
         let id = match existing.first() {
             Some(row) => {
                 let id = DeadLetterId(decode(row.text("id"))?);
+                let record = seal(&id)?;
                 tx.ops()
                     .exec(
                         "state.put_dead_letter",
                         "UPDATE crm_dead_letters SET record = ?, error = ?, attempts = attempts + 1, \
                          last_failed_at = ? WHERE id = ?",
                         &[
-                            Arg::json_text(record),
-                            Arg::text(error),
+                            Arg::json_text(&record),
+                            Arg::text(error.as_str()),
                             Arg::time(now),
                             Arg::text(id.as_str()),
                         ],
@@ -127,6 +136,7 @@ impl StateStore {
             }
             None => {
                 let id = DeadLetterId::random();
+                let record = seal(&id)?;
                 tx.ops()
                     .exec(
                         "state.put_dead_letter",
@@ -138,9 +148,9 @@ impl StateStore {
                             Arg::text(conn.as_str()),
                             Arg::text(object),
                             Arg::text(record_key),
-                            Arg::json_text(record),
+                            Arg::json_text(&record),
                             Arg::text(stage),
-                            Arg::text(error),
+                            Arg::text(error.as_str()),
                             Arg::time(now),
                             Arg::time(now),
                         ],
@@ -199,6 +209,8 @@ impl StateStore {
 
     /// Queues a record for review, keyed by record: while an item for the
     /// record is open, a second call replaces its reason and details.
+    /// Values of the [PII fields](StateStore::with_pii_fields) are sealed
+    /// in the stored details.
     ///
     /// # Errors
     /// Database errors.
@@ -225,16 +237,26 @@ impl StateStore {
                 ],
             )
             .await?;
+        let seal = |id: &ReviewId| {
+            pii::seal_json(
+                &self.key,
+                &self.pii,
+                pii::REVIEW_QUEUE,
+                id.as_str(),
+                details,
+            )
+        };
         let id = match existing.first() {
             Some(row) => {
                 let id = ReviewId(decode(row.text("id"))?);
+                let details = seal(&id)?;
                 tx.ops()
                     .exec(
                         "state.put_review",
                         "UPDATE crm_review_queue SET reason = ?, details = ? WHERE id = ?",
                         &[
                             Arg::text(reason.as_str()),
-                            Arg::json_text(details),
+                            Arg::json_text(&details),
                             Arg::text(id.as_str()),
                         ],
                     )
@@ -243,6 +265,7 @@ impl StateStore {
             }
             None => {
                 let id = ReviewId::random();
+                let details = seal(&id)?;
                 tx.ops()
                     .exec(
                         "state.put_review",
@@ -254,7 +277,7 @@ impl StateStore {
                             Arg::text(object),
                             Arg::text(record_id),
                             Arg::text(reason.as_str()),
-                            Arg::json_text(details),
+                            Arg::json_text(&details),
                             Arg::text(ReviewStatus::Open.as_str()),
                             Arg::time(Utc::now()),
                         ],

@@ -15,7 +15,11 @@
 //!
 //! Opening a store runs the migrations (idempotent). Credentials are sealed
 //! with a [`CredentialKey`] that the caller supplies from configuration; the
-//! key is never written to the database. Where several writes must land
+//! key is never written to the database. With
+//! [`StateStore::with_pii_fields`], personal fields are sealed with the same
+//! key in dead letters, audit entries and review items, and
+//! [`StateStore::purge_older_than`] applies a retention period (see
+//! [`pii`]). Where several writes must land
 //! together (a page's record states and its checkpoint), use
 //! [`StateStore::begin`] and commit the [`StateTx`].
 //!
@@ -36,19 +40,23 @@ pub mod jobs;
 mod keyed;
 pub mod lease;
 mod migrations;
+pub mod pii;
 mod queues;
 mod webhook_keyed;
 
 use std::fmt;
+use std::sync::Arc;
 
 use aes_gcm::aead::OsRng;
 use aes_gcm::aead::rand_core::RngCore;
 use chrono::{DateTime, Utc};
+use crm_core::pii::PiiFields;
 use crm_core::{Cursor, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub use crypto::CredentialKey;
+pub use pii::PurgeReport;
 pub use queues::{PageAfter, QueueFilter};
 
 use crate::config::{DatabaseKind, SqlConfig};
@@ -696,12 +704,14 @@ pub struct StateStore {
     pool: Pool,
     key: CredentialKey,
     redactor: Redactor,
+    pii: Arc<PiiFields>,
 }
 
 impl fmt::Debug for StateStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateStore")
             .field("kind", &self.pool.kind())
+            .field("pii_fields", &self.pii.len())
             .finish_non_exhaustive()
     }
 }
@@ -733,6 +743,8 @@ struct Ops<'e, 'r> {
     e: Exec<'e>,
     dialect: DatabaseKind,
     redactor: &'r Redactor,
+    key: &'r CredentialKey,
+    pii: &'r PiiFields,
 }
 
 fn json_opt(v: &Option<serde_json::Value>) -> Arg {
@@ -740,34 +752,59 @@ fn json_opt(v: &Option<serde_json::Value>) -> Arg {
         .map_or(Arg::Null(crm_core::ValueType::Text), Arg::json_text)
 }
 
-fn review_from(r: &Row) -> std::result::Result<ReviewItem, SqlError> {
-    Ok(ReviewItem {
-        id: ReviewId(r.text("id")?),
-        connection_id: r.opt_text("connection_id").map(ConnectionId),
-        object: r.text("object")?,
-        record_id: r.text("record_id")?,
-        reason: ReviewReason::parse(&r.text("reason")?)?,
-        details: json_col(r, "details").unwrap_or(serde_json::Value::Null),
-        status: ReviewStatus::parse(&r.text("status")?)?,
-        resolution: json_col(r, "resolution"),
-        created_at: r.time("created_at")?,
-        resolved_at: r.opt_time("resolved_at"),
-    })
-}
+impl StateStore {
+    /// A review item from its row, sealed values opened.
+    fn review_from(&self, r: &Row) -> std::result::Result<ReviewItem, SqlError> {
+        let id = r.text("id")?;
+        let open = |col: &str| pii::open_col(&self.key, pii::REVIEW_QUEUE, &id, r.opt_text(col));
+        Ok(ReviewItem {
+            details: open("details")?.unwrap_or(serde_json::Value::Null),
+            resolution: open("resolution")?,
+            id: ReviewId(id.clone()),
+            connection_id: r.opt_text("connection_id").map(ConnectionId),
+            object: r.text("object")?,
+            record_id: r.text("record_id")?,
+            reason: ReviewReason::parse(&r.text("reason")?)?,
+            status: ReviewStatus::parse(&r.text("status")?)?,
+            created_at: r.time("created_at")?,
+            resolved_at: r.opt_time("resolved_at"),
+        })
+    }
 
-fn dead_letter_from(r: &Row) -> std::result::Result<DeadLetter, SqlError> {
-    Ok(DeadLetter {
-        id: DeadLetterId(r.text("id")?),
-        connection_id: r.opt_text("connection_id").map(ConnectionId),
-        object: r.text("object")?,
-        record: json_col(r, "record").unwrap_or(serde_json::Value::Null),
-        stage: r.text("stage")?,
-        error: r.text("error")?,
-        attempts: r.int("attempts")?,
-        first_failed_at: r.time("first_failed_at")?,
-        last_failed_at: r.time("last_failed_at")?,
-        record_key: r.opt_text("record_key"),
-    })
+    /// A dead letter from its row, sealed values opened.
+    fn dead_letter_from(&self, r: &Row) -> std::result::Result<DeadLetter, SqlError> {
+        let id = r.text("id")?;
+        let record = pii::open_col(&self.key, pii::DEAD_LETTERS, &id, r.opt_text("record"))?;
+        Ok(DeadLetter {
+            id: DeadLetterId(id),
+            connection_id: r.opt_text("connection_id").map(ConnectionId),
+            object: r.text("object")?,
+            record: record.unwrap_or(serde_json::Value::Null),
+            stage: r.text("stage")?,
+            error: r.text("error")?,
+            attempts: r.int("attempts")?,
+            first_failed_at: r.time("first_failed_at")?,
+            last_failed_at: r.time("last_failed_at")?,
+            record_key: r.opt_text("record_key"),
+        })
+    }
+
+    /// An audit entry from its row, sealed values opened.
+    fn audit_from(&self, r: &Row) -> std::result::Result<AuditEntry, SqlError> {
+        let id = r.text("id")?;
+        let open = |col: &str| pii::open_col(&self.key, pii::AUDIT_LOG, &id, r.opt_text(col));
+        Ok(AuditEntry {
+            old_values: open("old_values")?,
+            new_values: open("new_values")?,
+            id: AuditId(id.clone()),
+            at: r.time("occurred_at")?,
+            actor: r.text("actor")?,
+            action: r.text("action")?,
+            connection_id: r.opt_text("connection_id").map(ConnectionId),
+            object: r.opt_text("object"),
+            record_id: r.opt_text("record_id"),
+        })
+    }
 }
 
 fn json_col(r: &Row, col: &str) -> Option<serde_json::Value> {
@@ -889,6 +926,8 @@ impl Ops<'_, '_> {
     ) -> Result<DeadLetterId> {
         let id = DeadLetterId::random();
         let now = Utc::now();
+        let error = self.pii.mask_json_values_in(record, error);
+        let record = pii::seal_json(self.key, self.pii, pii::DEAD_LETTERS, id.as_str(), record)?;
         self.exec(
             "state.add_dead_letter",
             "INSERT INTO crm_dead_letters (id, connection_id, object, record, stage, error, attempts, \
@@ -897,7 +936,7 @@ impl Ops<'_, '_> {
                 Arg::text(id.as_str()),
                 Arg::opt_text(conn.map(|c| c.as_str().to_owned())),
                 Arg::text(object),
-                Arg::json_text(record),
+                Arg::json_text(&record),
                 Arg::text(stage),
                 Arg::text(error),
                 Arg::time(now),
@@ -910,6 +949,10 @@ impl Ops<'_, '_> {
 
     async fn audit(&mut self, e: &NewAuditEntry) -> Result<AuditId> {
         let id = AuditId::random();
+        let seal = |v: &Option<serde_json::Value>| {
+            pii::seal_opt(self.key, self.pii, pii::AUDIT_LOG, id.as_str(), v.as_ref())
+        };
+        let (old_values, new_values) = (seal(&e.old_values)?, seal(&e.new_values)?);
         self.exec(
             "state.audit",
             "INSERT INTO crm_audit_log (id, occurred_at, actor, action, connection_id, object, record_id, \
@@ -922,8 +965,8 @@ impl Ops<'_, '_> {
                 Arg::opt_text(e.connection_id.as_ref().map(|c| c.as_str().to_owned())),
                 Arg::opt_text(e.object.clone()),
                 Arg::opt_text(e.record_id.clone()),
-                json_opt(&e.old_values),
-                json_opt(&e.new_values),
+                json_opt(&old_values),
+                json_opt(&new_values),
             ],
         )
         .await?;
@@ -970,6 +1013,7 @@ impl StateStore {
             pool,
             key,
             redactor: cfg.redactor(),
+            pii: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -1009,6 +1053,8 @@ impl StateStore {
             e: Exec::Pool(&self.pool),
             dialect: self.pool.kind(),
             redactor: &self.redactor,
+            key: &self.key,
+            pii: &self.pii,
         }
     }
 
@@ -1759,16 +1805,20 @@ impl StateStore {
 
     /// Records an audit entry.
     ///
+    /// Values of the [PII fields](StateStore::with_pii_fields) are sealed
+    /// at rest (see [`pii`]).
+    ///
     /// # Errors
     /// Database errors.
     pub async fn audit(&self, entry: &NewAuditEntry) -> Result<AuditId> {
         self.ops().audit(entry).await
     }
 
-    /// The audit trail of one record, oldest first.
+    /// The audit trail of one record, oldest first, sealed values opened.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn audit_log(
         &self,
         object: &str,
@@ -1785,28 +1835,15 @@ impl StateStore {
                 &[Arg::text(object), Arg::text(record_id)],
             )
             .await?;
-        decode(
-            rows.iter()
-                .map(|r| {
-                    Ok(AuditEntry {
-                        id: AuditId(r.text("id")?),
-                        at: r.time("occurred_at")?,
-                        actor: r.text("actor")?,
-                        action: r.text("action")?,
-                        connection_id: r.opt_text("connection_id").map(ConnectionId),
-                        object: r.opt_text("object"),
-                        record_id: r.opt_text("record_id"),
-                        old_values: json_col(r, "old_values"),
-                        new_values: json_col(r, "new_values"),
-                    })
-                })
-                .collect(),
-        )
+        decode(rows.iter().map(|r| self.audit_from(r)).collect())
     }
 
     // ----- review queue -----
 
     /// Queues a record for review.
+    ///
+    /// Values of the [PII fields](StateStore::with_pii_fields) are sealed
+    /// at rest (see [`pii`]).
     ///
     /// # Errors
     /// Database errors.
@@ -1819,6 +1856,13 @@ impl StateStore {
         details: &serde_json::Value,
     ) -> Result<ReviewId> {
         let id = ReviewId::random();
+        let details = pii::seal_json(
+            &self.key,
+            &self.pii,
+            pii::REVIEW_QUEUE,
+            id.as_str(),
+            details,
+        )?;
         self.ops()
             .exec(
                 "state.add_review",
@@ -1830,7 +1874,7 @@ impl StateStore {
                     Arg::text(object),
                     Arg::text(record_id),
                     Arg::text(reason.as_str()),
-                    Arg::json_text(details),
+                    Arg::json_text(&details),
                     Arg::text(ReviewStatus::Open.as_str()),
                     Arg::time(Utc::now()),
                 ],
@@ -1842,7 +1886,8 @@ impl StateStore {
     /// Open review items, oldest first.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn open_reviews(&self, limit: u32) -> Result<Vec<ReviewItem>> {
         let rows = self
             .ops()
@@ -1852,13 +1897,14 @@ impl StateStore {
                 &[Arg::text(ReviewStatus::Open.as_str())],
             )
             .await?;
-        decode(rows.iter().map(review_from).collect())
+        decode(rows.iter().map(|r| self.review_from(r)).collect())
     }
 
     /// One review item by id, whatever its status.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn review(&self, id: &ReviewId) -> Result<Option<ReviewItem>> {
         let rows = self
             .ops()
@@ -1869,12 +1915,15 @@ impl StateStore {
             )
             .await?;
         rows.first()
-            .map(review_from)
+            .map(|r| self.review_from(r))
             .transpose()
             .map_err(Error::from)
     }
 
     /// Closes a review item with a decision. Returns false if it was not open.
+    ///
+    /// Values of the [PII fields](StateStore::with_pii_fields) are sealed
+    /// at rest (see [`pii`]).
     ///
     /// # Errors
     /// Database errors.
@@ -1884,6 +1933,13 @@ impl StateStore {
         status: ReviewStatus,
         resolution: &serde_json::Value,
     ) -> Result<bool> {
+        let resolution = pii::seal_json(
+            &self.key,
+            &self.pii,
+            pii::REVIEW_QUEUE,
+            id.as_str(),
+            resolution,
+        )?;
         let n = self
             .ops()
             .exec(
@@ -1891,7 +1947,7 @@ impl StateStore {
                 "UPDATE crm_review_queue SET status = ?, resolution = ?, resolved_at = ? WHERE id = ? AND status = ?",
                 &[
                     Arg::text(status.as_str()),
-                    Arg::json_text(resolution),
+                    Arg::json_text(&resolution),
                     Arg::time(Utc::now()),
                     Arg::text(id.as_str()),
                     Arg::text(ReviewStatus::Open.as_str()),
@@ -1904,6 +1960,9 @@ impl StateStore {
     // ----- dead letters -----
 
     /// Keeps a record that failed `stage` (attempts = 1).
+    ///
+    /// Values of the [PII fields](StateStore::with_pii_fields) are sealed
+    /// at rest (see [`pii`]).
     ///
     /// # Errors
     /// Database errors.
@@ -1924,7 +1983,8 @@ impl StateStore {
     /// (the ones a retry job should try again), oldest first.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn dead_letters(
         &self,
         conn: &ConnectionId,
@@ -1942,14 +2002,28 @@ impl StateStore {
                 &[Arg::text(conn.as_str()), Arg::int(max_attempts)],
             )
             .await?;
-        decode(rows.iter().map(dead_letter_from).collect())
+        decode(rows.iter().map(|r| self.dead_letter_from(r)).collect())
     }
 
-    /// Records another failed attempt of a dead letter.
+    /// Records another failed attempt of a dead letter. With
+    /// [PII fields](StateStore::with_pii_fields) set, values of the stored
+    /// record quoted in `error` are masked.
     ///
     /// # Errors
     /// [`crm_core::ErrorKind::NotFound`] for an unknown id.
     pub async fn dead_letter_failed_again(&self, id: &DeadLetterId, error: &str) -> Result<()> {
+        let masked;
+        let error = if self.pii.is_empty() {
+            error
+        } else {
+            let record = self
+                .dead_letter(id)
+                .await?
+                .map(|d| d.record)
+                .unwrap_or_default();
+            masked = self.pii.mask_json_values_in(&record, error);
+            masked.as_str()
+        };
         let n = self
             .ops()
             .exec(
@@ -2014,6 +2088,8 @@ impl StateTx<'_> {
         Ops {
             dialect: self.store.pool.kind(),
             redactor: &self.store.redactor,
+            key: &self.store.key,
+            pii: &self.store.pii,
             e: Exec::Tx(&mut self.tx),
         }
     }
@@ -2040,7 +2116,7 @@ impl StateTx<'_> {
         self.ops().upsert_record_state(state, sealed).await
     }
 
-    /// Stages a dead letter.
+    /// Stages a dead letter (sealed as [`StateStore::add_dead_letter`]).
     ///
     /// # Errors
     /// Database errors.
@@ -2057,7 +2133,7 @@ impl StateTx<'_> {
             .await
     }
 
-    /// Stages an audit entry.
+    /// Stages an audit entry (sealed as [`StateStore::audit`]).
     ///
     /// # Errors
     /// Database errors.

@@ -18,7 +18,7 @@ use crm_core::Result;
 use super::keyed::{KEYS_PER_STATEMENT, marks};
 use super::{
     ConnectionId, DeadLetter, DeadLetterId, ReviewItem, ReviewReason, ReviewStatus, StateStore,
-    dead_letter_from, decode, not_found_if_zero, review_from,
+    decode, not_found_if_zero, pii,
 };
 use crate::db::{Arg, RowExt};
 
@@ -193,7 +193,8 @@ impl StateStore {
     /// `PageAfter::new(item.created_at, item.id.as_str())`.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn review_page(
         &self,
         reasons: &[ReviewReason],
@@ -219,7 +220,7 @@ impl StateStore {
                 &args,
             )
             .await?;
-        decode(rows.iter().map(review_from).collect())
+        decode(rows.iter().map(|r| self.review_from(r)).collect())
     }
 
     /// How many review items are open under `filter`, per reason: every
@@ -264,7 +265,8 @@ impl StateStore {
     /// `PageAfter::new(dl.first_failed_at, dl.id.as_str())`.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn dead_letter_page(
         &self,
         filter: &QueueFilter,
@@ -288,7 +290,7 @@ impl StateStore {
                 &args,
             )
             .await?;
-        decode(rows.iter().map(dead_letter_from).collect())
+        decode(rows.iter().map(|r| self.dead_letter_from(r)).collect())
     }
 
     /// How many dead letters match `filter`, whatever their attempts.
@@ -317,10 +319,11 @@ impl StateStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// One dead letter by id.
+    /// One dead letter by id, sealed values opened.
     ///
     /// # Errors
-    /// Database errors.
+    /// [`crm_core::ErrorKind::Auth`] when a sealed value does not open with
+    /// the store's key (see [`pii`]); database errors.
     pub async fn dead_letter(&self, id: &DeadLetterId) -> Result<Option<DeadLetter>> {
         let rows = self
             .ops()
@@ -331,13 +334,14 @@ impl StateStore {
             )
             .await?;
         rows.first()
-            .map(dead_letter_from)
+            .map(|r| self.dead_letter_from(r))
             .transpose()
             .map_err(Into::into)
     }
 
     /// Replaces a dead letter's stored record (a person edited it before a
-    /// retry). Its error, attempts and times stay as they are.
+    /// retry). Its error, attempts and times stay as they are. Values of
+    /// the [PII fields](StateStore::with_pii_fields) are sealed again.
     ///
     /// # Errors
     /// [`crm_core::ErrorKind::NotFound`] for an unknown id; database errors.
@@ -346,6 +350,7 @@ impl StateStore {
         id: &DeadLetterId,
         record: &serde_json::Value,
     ) -> Result<()> {
+        let record = pii::seal_json(&self.key, &self.pii, pii::DEAD_LETTERS, id.as_str(), record)?;
         // MySQL counts matched rows (sqlx sets CLIENT_FOUND_ROWS), so an
         // edit that changes nothing still counts 1.
         let n = self
@@ -353,7 +358,7 @@ impl StateStore {
             .exec(
                 "state.edit_dead_letter",
                 "UPDATE crm_dead_letters SET record = ? WHERE id = ?",
-                &[Arg::json_text(record), Arg::text(id.as_str())],
+                &[Arg::json_text(&record), Arg::text(id.as_str())],
             )
             .await?;
         not_found_if_zero(n, "dead letter", id.as_str())
@@ -400,7 +405,7 @@ impl StateStore {
                 )
                 .await?;
             for row in &rows {
-                let item = decode(review_from(row))?;
+                let item = decode(self.review_from(row))?;
                 let newer = latest.get(&item.record_id).is_none_or(|old| {
                     (item.resolved_at, item.created_at, &item.id)
                         > (old.resolved_at, old.created_at, &old.id)

@@ -13,6 +13,7 @@
 mod harness;
 mod jobs;
 mod lease;
+mod pii;
 mod queues;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod specific;
@@ -71,4 +72,6 @@ all_backends!(
     queues::review_filters_and_counts,
     queues::dead_letter_pages_and_edits,
     queues::resolved_reviews_for_latest_decision,
+    pii::pii_fields_are_sealed_at_rest,
+    pii::purge_older_than_removes_old_rows,
 );

@@ -30,7 +30,7 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 /// `t` as an SQL literal of the column type the state store uses on `kind`.
-fn literal(kind: DatabaseKind, t: DateTime<Utc>) -> String {
+pub(crate) fn literal(kind: DatabaseKind, t: DateTime<Utc>) -> String {
     match kind {
         DatabaseKind::Sqlite => format!("'{}'", t.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
         DatabaseKind::Postgres => format!("'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00")),
@@ -39,7 +39,7 @@ fn literal(kind: DatabaseKind, t: DateTime<Utc>) -> String {
 }
 
 /// Sets `col` of the rows `ids` of `table` to `t`, all to the same value.
-async fn set_time(
+pub(crate) async fn set_time(
     raw: &SqlConnector,
     kind: DatabaseKind,
     table: &str,
