@@ -515,6 +515,13 @@ pub struct StateSection {
     /// credentials (32 bytes). The pipeline stores no credentials itself.
     #[serde(default = "default_key_env")]
     pub key_env: String,
+    /// Seed 001 data retention: sync runs, audit entries, dead letters and
+    /// processed webhook events older than this many days are purged by
+    /// the daily cleanup of `crm-sync schedule` (off when absent; the
+    /// cleanup then deletes sync runs older than 30 days only, as seed 003
+    /// says).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 fn default_key_env() -> String {

@@ -373,3 +373,51 @@ async fn lease_prevents_double_runs_on_one_postgres_database() {
         .await;
     conn.close().await;
 }
+
+/// `state.retention_days`: the cleanup purges audit entries and dead
+/// letters older than the retention, keeps newer ones and every review item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_old_audit_entries_and_dead_letters() {
+    use crm_sql::state::{NewAuditEntry, ReviewReason};
+
+    let (dir, url) = sqlite_url("retention");
+    let st = store(&url).await;
+    let conn = st.ensure_connection("pipeline", "bookings").await.unwrap();
+    st.audit(&NewAuditEntry::new("alice", "review.match_accepted").record("bookings", "BK-1"))
+        .await
+        .unwrap();
+    st.put_dead_letter(
+        &conn,
+        "bookings",
+        "BK-2",
+        "validate",
+        &serde_json::json!({}),
+        "budget",
+    )
+    .await
+    .unwrap();
+    st.put_review(
+        &conn,
+        "bookings",
+        "BK-3",
+        ReviewReason::ProbableMatch,
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let now = Utc::now();
+    let kept = jobs::retention_cleanup(&st, now, 30).await.unwrap();
+    assert_eq!((kept.audit_entries, kept.dead_letters), (0, 0));
+    let later = now + chrono::TimeDelta::days(31);
+    let purged = jobs::retention_cleanup(&st, later, 30).await.unwrap();
+    assert_eq!((purged.audit_entries, purged.dead_letters), (1, 1));
+    assert_eq!(
+        st.open_reviews(10).await.unwrap().len(),
+        1,
+        "review items are kept"
+    );
+    let e = jobs::retention_cleanup(&st, later, 0).await.unwrap_err();
+    assert_eq!(e.context_value("field"), Some("state.retention_days"));
+    st.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,7 @@
 //! | health check | every 5 minutes | [`health_check`]: connects to the source and destination; [`evaluate_alerts`]: seed 001's alert rules |
 //! | conflict detection | hourly | [`conflict_detection`]: one open `manual_conflict` review item per flagged record |
 //! | retry failed | hourly | [`retry_failed`]: dead letters with fewer than 3 attempts written again through the job's sink |
-//! | log cleanup | daily | [`log_cleanup`]: deletes finished sync runs older than 30 days |
+//! | log cleanup | daily | [`log_cleanup`]: deletes finished sync runs older than 30 days; with `state.retention_days`, [`retention_cleanup`] also purges audit entries, dead letters and processed webhook events |
 //!
 //! A run failing with a schema mismatch pauses the job's connection
 //! ([`pause_on_schema_mismatch`], seed 000); [`Seed003Jobs`] skips the delta
@@ -164,6 +164,29 @@ pub async fn log_cleanup(
     store.delete_runs_before(before).await
 }
 
+/// Seed 001 data retention: purges sync runs, audit entries, dead letters
+/// and processed webhook events older than `days` before `now` (see
+/// [`StateStore::purge_before`]); review items are kept, as they hold the
+/// decisions people made.
+///
+/// # Errors
+/// [`crate::config::StateSection::retention_days`] of 0, a cutoff out of
+/// range, database errors.
+pub async fn retention_cleanup(
+    store: &StateStore,
+    now: DateTime<Utc>,
+    days: u32,
+) -> Result<crm_sql::state::PurgeReport> {
+    if days == 0 {
+        return Err(Error::invalid_input("`state.retention_days` is at least 1")
+            .with_context("field", "state.retention_days"));
+    }
+    let cutoff = chrono::TimeDelta::try_days(i64::from(days))
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| Error::invalid_input("`state.retention_days` is out of range"))?;
+    store.purge_before(cutoff).await
+}
+
 /// Retry of failed records for a pipeline job: opens the job's destination
 /// (as a run does, relative SQLite paths from `base`) and runs
 /// [`retry_failed`] for its connection `conn` with
@@ -221,6 +244,7 @@ pub struct Seed003Jobs {
     delta: JobFn,
     health: JobFn,
     retry: JobFn,
+    retention_days: Option<u32>,
 }
 
 impl std::fmt::Debug for Seed003Jobs {
@@ -279,6 +303,7 @@ impl Seed003Jobs {
             delta,
             health,
             retry,
+            retention_days: job.state.retention_days,
         })
     }
 
@@ -294,7 +319,17 @@ impl Seed003Jobs {
             delta: noop(),
             health: noop(),
             retry: noop(),
+            retention_days: None,
         }
+    }
+
+    /// Purges runs, audit entries, dead letters and processed webhook
+    /// events older than `days` in the daily cleanup (seed 001 data
+    /// retention); `None` keeps seed 003's cleanup of runs only.
+    #[must_use]
+    pub fn with_retention_days(mut self, days: Option<u32>) -> Self {
+        self.retention_days = days;
+        self
     }
 
     /// Replaces the delta sync run.
@@ -345,6 +380,7 @@ impl Seed003Jobs {
             delta,
             health,
             retry,
+            retention_days,
         } = self;
         let (st, c, name) = (store.clone(), connection.clone(), job.clone());
         scheduler.add_leased(DELTA_SYNC, delta_sync_schedule(), job.clone(), move || {
@@ -390,7 +426,13 @@ impl Seed003Jobs {
         let clock = Arc::clone(scheduler.clock());
         scheduler.add(LOG_CLEANUP, log_cleanup_schedule(), move || {
             let (st, now) = (store.clone(), clock.now());
-            async move { log_cleanup(&st, now, LOG_RETENTION).await.map(drop) }
+            async move {
+                log_cleanup(&st, now, LOG_RETENTION).await?;
+                if let Some(days) = retention_days {
+                    retention_cleanup(&st, now, days).await?;
+                }
+                Ok(())
+            }
         });
     }
 }
