@@ -33,7 +33,7 @@ async fn sign_in(b: &Browser, w: &World, token: &str) {
     b.goto(&format!("{}/review/login", w.base)).await;
     let field = b.find("#token").await;
     b.type_into(&field, token).await;
-    b.click(&b.find("#sign-in").await).await;
+    b.click_to_next_page(&b.find("#sign-in").await).await;
     assert!(
         b.url().await.ends_with("/review/matches"),
         "signed in: {}",
@@ -55,11 +55,13 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     assert!(b.all("[data-action]").await.is_empty());
     assert!(b.all("input[type=radio]").await.is_empty());
     b.goto(&format!("{}/review/conflicts", w.base)).await;
-    b.click(&b.find("article.conflict h3 a").await).await;
+    b.click_to_next_page(&b.find("article.conflict h3 a").await)
+        .await;
     assert!(b.page_text().await.contains("+14155550222"));
     assert!(b.all("[data-action]").await.is_empty());
     b.goto(&format!("{}/review/dead-letters", w.base)).await;
-    b.click(&b.find("article.dead-letter h3 a").await).await;
+    b.click_to_next_page(&b.find("article.dead-letter h3 a").await)
+        .await;
     assert!(b.all("[data-action]").await.is_empty());
     assert!(b.all("#record").await.is_empty());
     b.clear_cookies().await;
@@ -73,7 +75,7 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     let open = w.open(ReviewReason::ProbableMatch).await;
     let bk1 = open["BK-1"].id.as_str().to_owned();
     let bk5 = open["BK-5"].id.as_str().to_owned();
-    b.click(
+    b.click_to_next_page(
         &b.find(&format!("#item-{bk1} button[data-action=accept]"))
             .await,
     )
@@ -93,7 +95,7 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
         .to_owned();
     b.goto(&format!("{}/review/matches/{bk2}", w.base)).await;
     b.click(&b.find(&format!("#pick-{bk2}-1")).await).await;
-    b.click(
+    b.click_to_next_page(
         &b.find(&format!("#item-{bk2} button[data-action=accept]"))
             .await,
     )
@@ -114,7 +116,7 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
         "document.querySelector('#item-{bk5} form[action$=\"/reject\"] input[name=csrf]').remove();"
     ))
     .await;
-    b.click(
+    b.click_to_next_page(
         &b.find(&format!("#item-{bk5} button[data-action=reject]"))
             .await,
     )
@@ -127,8 +129,8 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     b.goto(&format!("{}/review/matches/{bk5}", w.base)).await;
     let search = b.find("#campaign-search").await;
     b.type_into(&search, "winter").await;
-    b.click(&b.find("#search").await).await;
-    b.click(&b.find("button[data-action=accept-found]").await)
+    b.click_to_next_page(&b.find("#search").await).await;
+    b.click_to_next_page(&b.find("button[data-action=accept-found]").await)
         .await;
     assert_eq!(w.booking_rows().await["BK-5"].0, "C-WINTER");
 
@@ -136,7 +138,8 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     // typed lifecycle stage.
     b.goto(&format!("{}/review/conflicts", w.base)).await;
     b.screenshot(&shots().join("conflicts.png")).await;
-    b.click(&b.find("article.conflict h3 a").await).await;
+    b.click_to_next_page(&b.find("article.conflict h3 a").await)
+        .await;
     assert!(b.page_text().await.contains("+14155550222"));
     b.screenshot(&shots().join("conflict.png")).await;
     b.click(&b.find("#pick-first_name-platform").await).await;
@@ -144,7 +147,8 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     b.click(&b.find("#pick-lifecycle-value").await).await;
     let typed = b.find("#value-lifecycle").await;
     b.type_into(&typed, "evangelist").await;
-    b.click(&b.find("button[data-action=resolve]").await).await;
+    b.click_to_next_page(&b.find("button[data-action=resolve]").await)
+        .await;
     assert!(b.page_text().await.contains("Conflict resolved"));
     let (pl, hs) = w.contact().await;
     for side in [&pl, &hs] {
@@ -158,14 +162,16 @@ async fn a_person_resolves_every_queue_in_a_real_browser() {
     // The dead letter: fix the budget, retry.
     b.goto(&format!("{}/review/dead-letters", w.base)).await;
     b.screenshot(&shots().join("dead-letters.png")).await;
-    b.click(&b.find("article.dead-letter h3 a").await).await;
+    b.click_to_next_page(&b.find("article.dead-letter h3 a").await)
+        .await;
     let record = b.find("#record").await;
     b.type_into(
         &record,
         r#"{"booking_id": "BK-4", "campaign_name": "Winter Clearence", "advertiser_name": "Acme", "budget": "5.00"}"#,
     )
     .await;
-    b.click(&b.find("button[data-action=retry]").await).await;
+    b.click_to_next_page(&b.find("button[data-action=retry]").await)
+        .await;
     assert!(b.page_text().await.contains("the record was written"));
     assert_eq!(w.booking_rows().await["BK-4"].2, "5.00");
     assert_eq!(

@@ -212,12 +212,10 @@ impl ReviewDesk {
             .route("/review/login", get(login_page).post(login))
             .route("/review/logout", post(logout))
             .route("/review/{queue}", get(list_page))
-            .route("/review/matches/{id}", get(match_page))
+            .route("/review/{queue}/{id}", get(item_page))
             .route("/review/matches/{id}/accept", post(accept_form))
             .route("/review/matches/{id}/reject", post(reject_form))
-            .route("/review/conflicts/{id}", get(conflict_page))
             .route("/review/conflicts/{id}/resolve", post(resolve_form))
-            .route("/review/dead-letters/{id}", get(dead_letter_page))
             .route("/review/dead-letters/{id}/retry", post(retry_form))
             .route("/review/dead-letters/{id}/discard", post(discard_form))
             .route("/review/api/counts", get(api_counts))
@@ -484,71 +482,40 @@ struct ItemQuery {
     done: Option<String>,
 }
 
-async fn match_page(
+/// `GET /review/{queue}/{id}`: one item of a queue.
+async fn item_page(
     State(desk): Desk,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((slug, id)): Path<(String, String)>,
     Query(q): Query<ItemQuery>,
 ) -> Response {
+    let Some(queue) = queue_of(&slug) else {
+        let e = Error::new(ErrorKind::NotFound, format!("no queue named {slug:?}"));
+        return html_error(desk.auth(&headers).as_ref(), &e);
+    };
     let Some(auth) = desk.auth(&headers) else {
-        return sign_in_first(&format!("/review/matches/{id}"));
+        return sign_in_first(&format!("/review/{}/{id}", queue.slug()));
     };
-    let item = match desk.open_item(Queue::Matches, &ReviewId::new(id)).await {
-        Ok(i) => i,
-        Err(e) => return html_error(Some(&auth), &e),
-    };
+    let done = q.done.as_deref();
     let counts = desk.counts(&Default::default()).await.unwrap_or_default();
-    page(
-        StatusCode::OK,
-        html::match_page(
-            &desk,
-            &auth,
-            &counts,
-            &item,
-            q.q.as_deref(),
-            q.done.as_deref(),
-        ),
-    )
-}
-
-async fn conflict_page(
-    State(desk): Desk,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<ItemQuery>,
-) -> Response {
-    let Some(auth) = desk.auth(&headers) else {
-        return sign_in_first(&format!("/review/conflicts/{id}"));
+    let html = match queue {
+        Queue::DeadLetters => desk
+            .dead_letter(&DeadLetterId::new(id))
+            .await
+            .map(|letter| html::dead_letter_page(&auth, &counts, &letter, done)),
+        Queue::Matches => desk
+            .open_item(queue, &ReviewId::new(id))
+            .await
+            .map(|item| html::match_page(&desk, &auth, &counts, &item, q.q.as_deref(), done)),
+        Queue::Conflicts => desk
+            .open_item(queue, &ReviewId::new(id))
+            .await
+            .map(|item| html::conflict_page(&desk, &auth, &counts, &item, done)),
     };
-    let item = match desk.open_item(Queue::Conflicts, &ReviewId::new(id)).await {
-        Ok(i) => i,
-        Err(e) => return html_error(Some(&auth), &e),
-    };
-    let counts = desk.counts(&Default::default()).await.unwrap_or_default();
-    page(
-        StatusCode::OK,
-        html::conflict_page(&desk, &auth, &counts, &item, q.done.as_deref()),
-    )
-}
-
-async fn dead_letter_page(
-    State(desk): Desk,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<ItemQuery>,
-) -> Response {
-    let Some(auth) = desk.auth(&headers) else {
-        return sign_in_first(&format!("/review/dead-letters/{id}"));
-    };
-    let letter = match desk.dead_letter(&DeadLetterId::new(id)).await {
-        Ok(l) => l,
-        Err(e) => return html_error(Some(&auth), &e),
-    };
-    let counts = desk.counts(&Default::default()).await.unwrap_or_default();
-    page(
-        StatusCode::OK,
-        html::dead_letter_page(&auth, &counts, &letter, q.done.as_deref()),
-    )
+    match html {
+        Ok(body) => page(StatusCode::OK, body),
+        Err(e) => html_error(Some(&auth), &e),
+    }
 }
 
 // ----- form actions -----

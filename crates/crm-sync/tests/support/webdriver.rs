@@ -169,7 +169,12 @@ impl Browser {
 
     /// The one element matching `css`.
     pub(crate) async fn find(&self, css: &str) -> Element {
-        let found = self.all(css).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut found = self.all(css).await;
+        while found.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            found = self.all(css).await;
+        }
         if found.is_empty() {
             let source = self.get("/source").await;
             let source = source.as_str().unwrap_or_default();
@@ -182,10 +187,30 @@ impl Browser {
         found[0].clone()
     }
 
-    /// Clicks an element (a submit button waits for the next page).
+    /// Clicks an element that does not leave the page (a radio button).
     pub(crate) async fn click(&self, e: &Element) {
         self.post(&format!("/element/{}/click", e.0), json!({}))
             .await;
+    }
+
+    /// Clicks a link or submit button and waits until the next page has
+    /// loaded: its URL differs from this one and the document is complete
+    /// (a click may return before the navigation it starts).
+    pub(crate) async fn click_to_next_page(&self, e: &Element) {
+        let before = self.url().await;
+        self.click(e).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready = self.run("return document.readyState").await;
+            if self.url().await != before && ready == "complete" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new page after the click (still on {before})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Clears a field, then types `text` into it.
@@ -205,10 +230,14 @@ impl Browser {
             .to_owned()
     }
 
-    /// The text of the whole page.
+    /// The text of the whole page (read by a script, so no element
+    /// reference can go stale).
     pub(crate) async fn page_text(&self) -> String {
-        let body = self.find("body").await;
-        self.text(&body).await
+        self.run("return document.body ? document.body.innerText : ''")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Runs an async script (its last argument is the callback).
