@@ -1,0 +1,726 @@
+//! The JSON shapes of the API: seed 002's request bodies (camelCase) and
+//! the service's answers. Each type derives its OpenAPI schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A CRM the service integrates with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Salesforce (OAuth 2.0 refresh token).
+    Salesforce,
+    /// HubSpot (private-app access token, or OAuth refresh token).
+    Hubspot,
+    /// Pipedrive (API token and company domain).
+    Pipedrive,
+}
+
+impl Provider {
+    /// The lower-case name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Salesforce => "salesforce",
+            Provider::Hubspot => "hubspot",
+            Provider::Pipedrive => "pipedrive",
+        }
+    }
+
+    /// The provider of a stored integration's `provider` text.
+    pub fn parse(text: &str) -> Option<Provider> {
+        match text {
+            "salesforce" => Some(Provider::Salesforce),
+            "hubspot" => Some(Provider::Hubspot),
+            "pipedrive" => Some(Provider::Pipedrive),
+            _ => None,
+        }
+    }
+}
+
+/// Which way data flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Platform to CRM only: `sync-from-crm` is refused.
+    ToCrm,
+    /// CRM to platform only: contact and lead syncs are refused.
+    FromCrm,
+    /// Both ways (default).
+    #[default]
+    Bidirectional,
+}
+
+/// An attribution model (seed 002 "Multi-Touch Attribution"; formulas in
+/// `crm_core::attribution`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// All credit to the first touchpoint.
+    FirstTouch,
+    /// All credit to the last touchpoint.
+    LastTouch,
+    /// Equal credit to every touchpoint (default).
+    #[default]
+    Linear,
+    /// Credit halves every half-life before the conversion.
+    TimeDecay,
+    /// 40% first, 40% last, 20% over the middle.
+    PositionBased,
+}
+
+impl From<Model> for crm_core::attribution::AttributionModel {
+    fn from(m: Model) -> Self {
+        use crm_core::attribution::AttributionModel as A;
+        match m {
+            Model::FirstTouch => A::FirstTouch,
+            Model::LastTouch => A::LastTouch,
+            Model::Linear => A::Linear,
+            Model::TimeDecay => A::TimeDecay,
+            Model::PositionBased => A::PositionBased,
+        }
+    }
+}
+
+/// Keys of the Pipedrive person custom fields enrichment writes (from
+/// `GET /v1/personFields`); without them, enrichment writes a note.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PipedriveFieldKeys {
+    /// "Social Engagement Score" (number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-fA-F]{40}$")]
+    pub engagement_score: Option<String>,
+    /// "Primary Social Platform" (text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-fA-F]{40}$")]
+    pub primary_platform: Option<String>,
+    /// "Social Profile URL" (text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-fA-F]{40}$")]
+    pub profile_url: Option<String>,
+}
+
+/// How an integration syncs (seed 002 `syncConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Which way data flows.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Minutes between automatic syncs (1 to 1440; default 60).
+    #[serde(default = "default_interval")]
+    #[schema(minimum = 1, maximum = 1440)]
+    pub sync_interval: u32,
+    /// Whether the scheduled jobs include this integration (default true).
+    #[serde(default = "yes")]
+    pub auto_sync: bool,
+    /// The contact fields written to the CRM (`email`, `firstName`,
+    /// `lastName`, `company`, `phone`); empty means all. `email` (the
+    /// dedupe key) and `lastName` (Salesforce requires it) are always
+    /// written.
+    #[serde(default)]
+    pub contact_fields: Vec<String>,
+    /// The lead fields written (`email`, `firstName`, `lastName`,
+    /// `company`, `source`, `status`); empty means all. `email`,
+    /// `lastName` and `company` (Salesforce requires them) are always
+    /// written.
+    #[serde(default)]
+    pub lead_fields: Vec<String>,
+    /// The model `leads/attribution` uses when the request names none.
+    #[serde(default)]
+    pub attribution_model: Model,
+    /// Half-life of `time_decay`, in hours (default 168, one week).
+    #[serde(default = "default_half_life")]
+    #[schema(minimum = 1)]
+    pub half_life_hours: u32,
+    /// Pipedrive only: custom field keys for enrichment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipedrive_fields: Option<PipedriveFieldKeys>,
+}
+
+fn default_interval() -> u32 {
+    60
+}
+fn default_half_life() -> u32 {
+    168
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            direction: Direction::default(),
+            sync_interval: default_interval(),
+            auto_sync: true,
+            contact_fields: Vec::new(),
+            lead_fields: Vec::new(),
+            attribution_model: Model::default(),
+            half_life_hours: default_half_life(),
+            pipedrive_fields: None,
+        }
+    }
+}
+
+/// `POST /api/crm/integrations`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateIntegration {
+    /// The CRM.
+    pub provider: Provider,
+    /// A name, unique within the workspace (1 to 200 characters, not
+    /// blank, without `/`; surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^/]*[^/\s][^/]*$")]
+    pub name: String,
+    /// A description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Secrets and endpoints, by provider:
+    /// Salesforce `clientId`, `clientSecret`, `refreshToken`, `domain`
+    /// (My Domain URL), optional `accessToken`;
+    /// HubSpot `accessToken` (private app; `apiKey` is read as one) or
+    /// `clientId`, `clientSecret`, `refreshToken`;
+    /// Pipedrive `apiToken` and `domain` (company domain).
+    /// Stored encrypted; answers show them masked.
+    pub credentials: BTreeMap<String, String>,
+    /// The scopes granted (informational).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// How it syncs.
+    #[serde(default)]
+    pub sync_config: SyncConfig,
+}
+
+/// A stored integration. Credentials are masked: a secret's value is
+/// never returned.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Integration {
+    /// Its id.
+    pub id: String,
+    /// The workspace it belongs to.
+    pub workspace: String,
+    /// The CRM.
+    pub provider: Provider,
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// How it syncs.
+    pub sync_config: SyncConfig,
+    /// Credential names with masked values (`********`); endpoints
+    /// (`domain`) are shown as stored.
+    pub credentials: BTreeMap<String, String>,
+    /// `active`, `paused`, `error` or `disabled`.
+    pub status: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+    /// When it last synced from the CRM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync_at: Option<String>,
+}
+
+/// `GET /api/crm/integrations`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct IntegrationList {
+    /// The workspace's integrations, oldest first.
+    pub integrations: Vec<Integration>,
+}
+
+/// One social profile (seed 002 `socialProfiles[]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SocialProfileInput {
+    /// `twitter` (or `x`), `instagram`, `linkedin`, `facebook`, `tiktok`,
+    /// `youtube`, or another name; not blank, one profile per platform.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub platform: String,
+    /// The handle; one leading `@` is dropped, and what remains is not
+    /// blank.
+    #[schema(min_length = 1, pattern = r"^\s*([^\s@]|@\s*\S)")]
+    pub username: String,
+    /// The profile URL: `http://` or `https://` and a host name.
+    #[serde(default)]
+    #[schema(
+        pattern = r"^https?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{1,4})?(/[A-Za-z0-9._~%/-]*)?$"
+    )]
+    pub url: Option<String>,
+    /// Followers.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    pub followers: Option<u64>,
+    /// Interactions with the profile.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    pub engagement: Option<u64>,
+}
+
+/// `POST .../contacts/sync` and one item of `.../contacts/batch-sync`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContactInput {
+    /// The email: the dedupe key (compared trimmed and lower-cased).
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    /// First name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Last name (Salesforce requires one).
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// The company (Salesforce: the Account, found by name or created).
+    #[serde(default)]
+    pub company: Option<String>,
+    /// Phone in international form, `+` and 8 to 15 digits (spaces,
+    /// dots, dashes and parentheses between them are dropped), normalized
+    /// to E.164 (`+1234567890`); blank is the same as absent.
+    #[serde(default)]
+    #[schema(pattern = r"^\s*$|^\s*\+[ .()-]*([0-9][ .()-]*){8,15}\s*$")]
+    pub phone: Option<String>,
+    /// Social profiles, written to the CRM's social fields.
+    #[serde(default)]
+    pub social_profiles: Vec<SocialProfileInput>,
+    /// Other CRM fields by API name; a name the CRM does not have is
+    /// reported in `skippedFields`, not written.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+/// `POST .../contacts/batch-sync`: 1 to 5000 contacts. Each item is
+/// checked on its own: one with a wrong value (an email that is not one,
+/// a blank username) fails alone, in its `results` entry, and the others
+/// are written; a body that is not an array of such objects (a wrong
+/// type, an unknown field) is refused whole.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct ContactBatch(pub Vec<ContactInput>);
+
+/// The most contacts one batch holds.
+pub const MAX_BATCH_ITEMS: usize = 5000;
+
+impl utoipa::PartialSchema for ContactBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::ArrayBuilder;
+        use utoipa::openapi::{Ref, RefOr};
+        ArrayBuilder::new()
+            .items(RefOr::Ref(Ref::from_schema_name(ContactInput::name())))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH_ITEMS))
+            .description(Some(
+                "1 to 5000 contacts. Each item is checked on its own: one with a wrong \
+                 value (an email that is not one, a blank username) fails alone, in its \
+                 `results` entry, and the others are written; a body that is not an \
+                 array of such objects (a wrong type, an unknown field) is refused whole.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ContactBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((ContactInput::name().into_owned(), ContactInput::schema()));
+        ContactInput::schemas(schemas);
+    }
+}
+
+/// The social side of a lead (seed 002 `socialContext`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SocialContext {
+    /// Where the lead came from.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// The conversation.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// `positive`, `neutral`, `negative`, ...
+    #[serde(default)]
+    pub sentiment: Option<String>,
+    /// 0 to 100.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
+    pub engagement_score: Option<u8>,
+}
+
+/// `POST .../leads/sync`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeadInput {
+    /// The email: the dedupe key (compared trimmed and lower-cased).
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    /// First name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Last name (Salesforce requires one).
+    #[serde(default)]
+    pub last_name: Option<String>,
+    /// The company (Salesforce requires one).
+    #[serde(default)]
+    pub company: Option<String>,
+    /// Where the lead came from (`twitter_dm`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `new`, `working`, `qualified`, `unqualified`, or the CRM's own value.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The social context.
+    #[serde(default)]
+    pub social_context: Option<SocialContext>,
+}
+
+/// A field the service did not write, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SkippedField {
+    /// The request's name of the field.
+    pub field: String,
+    /// Why it was not written.
+    pub reason: String,
+}
+
+/// What a sync did to one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new record.
+    Created,
+    /// An existing record (matched by email) changed.
+    Updated,
+    /// An existing record already held every value.
+    Unchanged,
+}
+
+/// The answer of a contact or lead sync.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResult {
+    /// The CRM record's id.
+    pub record_id: String,
+    /// The CRM object written (`Contact`, `Lead`, `contacts`, `persons`,
+    /// `leads`).
+    pub object: String,
+    /// What happened.
+    pub action: Action,
+    /// The CRM fields written.
+    pub written_fields: Vec<String>,
+    /// Fields not written.
+    pub skipped_fields: Vec<SkippedField>,
+}
+
+/// One item of a batch answer.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItem {
+    /// Its position in the request.
+    pub index: usize,
+    /// The CRM record's id, when written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// What happened; absent on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// `true` when an earlier item had the same email: this one was merged
+    /// into it (later non-empty values win).
+    pub duplicate_of: Option<usize>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorDetail>,
+}
+
+/// `POST .../contacts/batch-sync`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResult {
+    /// Items received.
+    pub received: usize,
+    /// Distinct emails among them.
+    pub unique: usize,
+    /// Items merged into an earlier one with the same email.
+    pub duplicates: usize,
+    /// Records created.
+    pub created: usize,
+    /// Records updated.
+    pub updated: usize,
+    /// Records that already held the values.
+    pub unchanged: usize,
+    /// Items that failed (kept for retry by the hourly job when the CRM
+    /// was unavailable).
+    pub failed: usize,
+    /// One entry per item, in request order.
+    pub results: Vec<BatchItem>,
+}
+
+/// A CRM contact. Personal fields are masked unless `reveal=true` was
+/// asked by an operator or admin.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactOut {
+    /// The CRM record's id.
+    pub id: String,
+    /// Email.
+    pub email: Option<String>,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Company.
+    pub company: Option<String>,
+    /// Whether personal fields are masked.
+    pub masked: bool,
+}
+
+/// `GET .../contacts?email=`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ContactAnswer {
+    /// The contact.
+    pub contact: ContactOut,
+}
+
+/// `POST .../contacts/enrich`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnrichRequest {
+    /// The CRM contact's id.
+    #[schema(min_length = 1)]
+    pub contact_id: String,
+    /// The integration's provider, if the caller states it: a different
+    /// one is refused.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// Write the social profiles (default true).
+    #[serde(default = "yes")]
+    pub include_social_data: bool,
+    /// Write the engagement score, touchpoints and sentiment (default true).
+    #[serde(default = "yes")]
+    pub include_engagement_history: bool,
+}
+
+/// What enrichment wrote.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrichResult {
+    /// The CRM contact's id.
+    pub contact_id: String,
+    /// The CRM fields written; empty when the contact already held the data.
+    pub written_fields: Vec<String>,
+    /// Pipedrive's note: `created`, `updated`, `unchanged`, or `none`.
+    pub note: String,
+    /// `true` when nothing was written.
+    pub unchanged: bool,
+    /// The engagement score written (0 to 100, two decimals), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engagement_score: Option<String>,
+}
+
+/// One touchpoint (seed 002 `touchpoints[]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TouchpointInput {
+    /// When (RFC 3339).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// Where; not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub platform: String,
+    /// What kind of touch.
+    #[serde(rename = "type")]
+    #[schema(value_type = TouchpointType)]
+    pub kind: String,
+    /// The post.
+    #[serde(default)]
+    pub post_id: Option<String>,
+    /// The conversation.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// The campaign credited; the request's `campaign` when absent.
+    #[serde(default)]
+    pub campaign_id: Option<String>,
+}
+
+/// The kind of a touchpoint (`type`). `post_view` is read as `view`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TouchpointType {
+    /// A view of a post.
+    View,
+    /// The same as `view`.
+    PostView,
+    /// A click.
+    Click,
+    /// A comment.
+    Comment,
+    /// A share.
+    Share,
+    /// A direct message.
+    Dm,
+    /// The conversion itself.
+    Conversion,
+}
+
+/// `POST .../leads/attribution`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttributionRequest {
+    /// The CRM lead's id; not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub lead_id: String,
+    /// The lead's source platform.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The campaign of touchpoints that name none.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// The post that converted.
+    #[serde(default)]
+    pub post_id: Option<String>,
+    /// The conversation that converted.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// New touchpoints; ones already recorded for the lead are not counted
+    /// twice.
+    #[serde(default)]
+    pub touchpoints: Vec<TouchpointInput>,
+    /// The model; the integration's `attributionModel` when absent.
+    #[serde(default)]
+    pub model: Option<Model>,
+    /// When the lead converted (RFC 3339); the latest touchpoint's time
+    /// when absent. Touchpoints after it do not count.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub converted_at: Option<String>,
+}
+
+/// Credit of one campaign.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CampaignCreditOut {
+    /// The campaign; `null` for touchpoints without one.
+    pub campaign: Option<String>,
+    /// Its share, a decimal in `[0, 1]` (shares sum to exactly 1).
+    pub credit: String,
+}
+
+/// The answer of `leads/attribution`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributionResult {
+    /// The CRM lead's id.
+    pub lead_id: String,
+    /// The model used.
+    pub model: Model,
+    /// Touchpoints recorded for the lead, all requests together.
+    pub touchpoints: usize,
+    /// Touchpoints of this request already recorded (not counted again).
+    pub repeated: usize,
+    /// Credit per campaign, largest first.
+    pub credits: Vec<CampaignCreditOut>,
+    /// The lead's engagement score from its touchpoints (0 to 100), as of
+    /// the start of the current hour; returned, not written (enrichment
+    /// writes the score).
+    pub engagement_score: String,
+    /// The CRM fields written.
+    pub written_fields: Vec<String>,
+}
+
+/// `POST .../sync-from-crm`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullResult {
+    /// Contacts read from the CRM since the last pull.
+    pub pulled: usize,
+    /// Contacts the platform did not know.
+    pub created: usize,
+    /// Contacts whose values changed.
+    pub updated: usize,
+    /// Contacts already up to date.
+    pub unchanged: usize,
+    /// Contacts deleted in the CRM.
+    pub deleted: usize,
+    /// Contacts without an email (not kept: email is the key).
+    pub skipped: usize,
+}
+
+/// A platform event for the automatic workflows (seed 002 "Automatic
+/// Workflows").
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PlatformEvent {
+    /// A new conversation: its participant becomes a CRM contact.
+    ConversationCreated {
+        /// The conversation; not blank.
+        #[serde(rename = "conversationId")]
+        #[schema(min_length = 1, pattern = r"\S")]
+        conversation_id: String,
+        /// Where.
+        platform: String,
+        /// The participant's email.
+        #[schema(format = Email, max_length = 254)]
+        email: String,
+        /// The participant's name.
+        #[serde(default)]
+        name: Option<String>,
+        /// The participant's handle.
+        #[serde(default)]
+        username: Option<String>,
+    },
+    /// A message sent or received in a conversation: the contact's
+    /// engagement score is updated.
+    MessageSent {
+        /// The conversation.
+        #[serde(rename = "conversationId")]
+        conversation_id: String,
+        /// When (RFC 3339).
+        #[schema(format = DateTime)]
+        timestamp: String,
+        /// `positive`, `neutral`, `negative`.
+        #[serde(default)]
+        sentiment: Option<String>,
+    },
+    /// A lead engaged with a post: a touchpoint, and attribution again.
+    PostEngagement {
+        /// The CRM lead's id; not blank.
+        #[serde(rename = "leadId")]
+        #[schema(min_length = 1, pattern = r"\S")]
+        lead_id: String,
+        /// The touchpoint.
+        touchpoint: TouchpointInput,
+        /// The post's campaign.
+        #[serde(default)]
+        campaign: Option<String>,
+    },
+}
+
+/// What a workflow did.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventResult {
+    /// The workflow run: `contact_linked`, `engagement_updated`,
+    /// `attribution_updated`.
+    pub workflow: String,
+    /// The CRM record concerned.
+    pub record_id: String,
+    /// The CRM fields written.
+    pub written_fields: Vec<String>,
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
