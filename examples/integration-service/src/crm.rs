@@ -388,23 +388,29 @@ impl Crm {
 
     /// Writes contacts (provider field names, email set) to `object`:
     /// matched by email, created when new, updated when a value differs.
-    /// One outcome per input, in order.
-    ///
-    /// # Errors
-    /// A failure of a whole call (the CRM unavailable, credentials
-    /// refused); per-record refusals are [`WriteOutcome::Rejected`].
+    /// One answer per input, in order: `Ok` with `Created`, `Updated` or
+    /// `Unchanged`, or `Err` with the CRM's refusal of that record or the
+    /// failure of its call. After a call fails, the records after it are
+    /// not sent and carry the same error; the ones before keep their
+    /// outcomes.
     pub async fn upsert_by_email(
         &self,
         object: &str,
         records: Vec<Record>,
-    ) -> Result<Vec<WriteOutcome>> {
-        match self {
-            Crm::Salesforce(sf) => {
+    ) -> Vec<Result<WriteOutcome>> {
+        let n = records.len();
+        let mut out: Vec<Option<Result<WriteOutcome>>> = (0..n).map(|_| None).collect();
+        // (op, key, [(input index, record)]) groups, each written in chunks.
+        let groups: Vec<(WriteOp, Vec<(usize, Record)>)> = match self {
+            Crm::Salesforce(_) => {
                 let emails: Vec<String> = records
                     .iter()
                     .filter_map(|r| r.text("Email").map(str::to_lowercase))
                     .collect();
-                let existing = self.find_by_email(object, &emails, &[]).await?;
+                let existing = match self.find_by_email(object, &emails, &[]).await {
+                    Ok(e) => e,
+                    Err(e) => return (0..n).map(|_| Err(e.clone())).collect(),
+                };
                 let mut creates = Vec::new();
                 let mut updates = Vec::new();
                 for (i, mut r) in records.into_iter().enumerate() {
@@ -421,42 +427,72 @@ impl Crm {
                         None => creates.push((i, r)),
                     }
                 }
-                let n = creates.len() + updates.len();
-                let mut out: Vec<Option<WriteOutcome>> = vec![None; n];
-                for (op, group) in [(WriteOp::Create, creates), (WriteOp::Update, updates)] {
-                    let max = sf.max_batch(object).max(1);
-                    for chunk in group.chunks(max) {
-                        let batch: Vec<Record> = chunk.iter().map(|(_, r)| r.clone()).collect();
-                        let results = sf.write(object, WriteBatch::new(op.clone(), batch)).await?;
+                vec![(WriteOp::Create, creates), (WriteOp::Update, updates)]
+            }
+            Crm::Hubspot(_) | Crm::Pipedrive(..) => vec![(
+                WriteOp::Upsert {
+                    key: self.email_field().to_owned(),
+                },
+                records.into_iter().enumerate().collect(),
+            )],
+        };
+        let sink = self.sink();
+        let max = sink.max_batch(object).max(1);
+        let mut failed: Option<Error> = None;
+        for (op, group) in groups {
+            for chunk in group.chunks(max) {
+                if let Some(e) = &failed {
+                    for (i, _) in chunk {
+                        out[*i] = Some(Err(e.clone()));
+                    }
+                    continue;
+                }
+                let batch: Vec<Record> = chunk.iter().map(|(_, r)| r.clone()).collect();
+                match sink.write(object, WriteBatch::new(op.clone(), batch)).await {
+                    Ok(results) => {
                         for ((i, _), o) in chunk.iter().zip(results) {
-                            out[*i] = Some(o);
+                            out[*i] = Some(match o {
+                                WriteOutcome::Rejected { error, .. } => Err(error),
+                                other => Ok(other),
+                            });
                         }
                     }
+                    Err(e) => {
+                        for (i, _) in chunk {
+                            out[*i] = Some(Err(e.clone()));
+                        }
+                        failed = Some(e);
+                    }
                 }
-                Ok(out
-                    .into_iter()
-                    .map(|o| {
-                        o.unwrap_or_else(|| WriteOutcome::Rejected {
-                            index: 0,
-                            error: Error::new(ErrorKind::Permanent, "the CRM answered no outcome"),
-                        })
-                    })
-                    .collect())
-            }
-            Crm::Hubspot(_) | Crm::Pipedrive(..) => {
-                let sink = self.sink();
-                let key = self.email_field();
-                let max = sink.max_batch(object).max(1);
-                let mut out = Vec::with_capacity(records.len());
-                let mut rest = records;
-                while !rest.is_empty() {
-                    let tail = rest.split_off(rest.len().min(max));
-                    let batch = std::mem::replace(&mut rest, tail);
-                    out.extend(sink.write(object, WriteBatch::upsert(key, batch)).await?);
-                }
-                Ok(out)
             }
         }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(Error::new(
+                        ErrorKind::Permanent,
+                        "the CRM answered no outcome",
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// [`Crm::upsert_by_email`] of one record.
+    ///
+    /// # Errors
+    /// The CRM's refusal of the record, or the failure of the call.
+    pub async fn upsert_one(&self, object: &str, record: Record) -> Result<WriteOutcome> {
+        self.upsert_by_email(object, vec![record])
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::Permanent,
+                    "the CRM answered no outcome",
+                ))
+            })
     }
 
     /// Writes one record: create when `id` is `None`, else update.

@@ -123,6 +123,19 @@ struct LeadDoc {
     lead_id: String,
 }
 
+/// One async lock per integration.
+type Locks = HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>;
+
+fn lock_of(locks: &Mutex<Locks>, id: &ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
+    Arc::clone(
+        locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.clone())
+            .or_default(),
+    )
+}
+
 /// Field names of (integration, object), as the CRM described them.
 type FieldCache = HashMap<(ConnectionId, String), Arc<Vec<String>>>;
 
@@ -133,7 +146,11 @@ pub struct Service {
     pii: PiiFields,
     crms: Mutex<HashMap<ConnectionId, Arc<Crm>>>,
     fields: Mutex<FieldCache>,
-    pulls: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    pulls: Mutex<Locks>,
+    /// One writer per integration at a time: a look-up by email and the
+    /// create that follows must not interleave with another request's for
+    /// the same email (two creates would duplicate the contact).
+    writes: Mutex<Locks>,
     scorer: EngagementScorer,
 }
 
@@ -297,6 +314,7 @@ impl Service {
             crms: Mutex::new(HashMap::new()),
             fields: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            writes: Mutex::new(HashMap::new()),
             scorer: crm_core::engagement::EngagementConfig::default().build()?,
         })
     }
@@ -627,35 +645,34 @@ impl Service {
         Ok((r, skipped))
     }
 
-    async fn write_contacts(
-        &self,
-        crm: &Crm,
-        records: Vec<Record>,
-    ) -> crm_core::Result<Vec<Result<Written, Error>>> {
+    async fn write_contacts(&self, crm: &Crm, records: Vec<Record>) -> Vec<Result<Written, Error>> {
         let sent: Vec<Vec<String>> = records
             .iter()
             .map(|r| r.fields.keys().cloned().collect())
             .collect();
-        let outcomes = crm.upsert_by_email(crm.contact_object(), records).await?;
-        Ok(outcomes
+        crm.upsert_by_email(crm.contact_object(), records)
+            .await
             .into_iter()
             .zip(sent)
-            .map(|(o, fields)| match outcome_action(&o) {
-                Some((record_id, action)) => Ok(Written {
-                    record_id,
-                    written: if action == Action::Unchanged {
-                        Vec::new()
-                    } else {
-                        fields
-                    },
-                    action,
-                }),
-                None => Err(match o {
-                    WriteOutcome::Rejected { error, .. } => error,
-                    _ => Error::new(ErrorKind::Permanent, "the CRM answered no outcome"),
-                }),
+            .map(|(o, fields)| {
+                let o = o?;
+                match outcome_action(&o) {
+                    Some((record_id, action)) => Ok(Written {
+                        record_id,
+                        written: if action == Action::Unchanged {
+                            Vec::new()
+                        } else {
+                            fields
+                        },
+                        action,
+                    }),
+                    None => Err(Error::new(
+                        ErrorKind::Permanent,
+                        "the CRM answered no outcome",
+                    )),
+                }
             })
-            .collect())
+            .collect()
     }
 
     /// Writes the social profiles of a contact to its CRM record and keeps
@@ -727,7 +744,7 @@ impl Service {
         }
         let result = self.push_contact(&s, input, "").await;
         if let Err(e) = &result {
-            self.keep_if_unavailable(&s, input, e).await?;
+            self.keep(&s, input, e).await?;
         }
         let result = result?;
         self.audit(
@@ -752,14 +769,16 @@ impl Service {
         let crm = self.crm(s).await?;
         let body = serde_json::to_value(input).unwrap_or_default();
         let (record, skipped) = self.contact_record(s, &crm, input, prefix).await?;
+        let lock = lock_of(&self.writes, s.id());
+        let guard = lock.lock().await;
         let written = self
             .write_contacts(&crm, vec![record])
             .await
-            .map_err(crm_error(&self.pii, &body))?
             .into_iter()
             .next()
             .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "crm_rejected", "no outcome"))?
             .map_err(crm_error(&self.pii, &body))?;
+        drop(guard);
         let object = crm.contact_object();
         let social = self
             .apply_profiles(s, &crm, object, &written.record_id, &input.social_profiles)
@@ -780,20 +799,18 @@ impl Service {
         })
     }
 
-    /// Keeps a contact whose CRM was unavailable as a dead letter (its
-    /// personal fields sealed) for the hourly job.
-    async fn keep_if_unavailable(
-        &self,
-        s: &Stored,
-        input: &ContactInput,
-        e: &ApiError,
-    ) -> Result<(), ApiError> {
-        if !matches!(
-            e.kind,
-            "crm_unavailable" | "rate_limited" | "crm_quota_exhausted" | "crm_auth"
-        ) {
-            return Ok(());
-        }
+    /// Keeps a contact the CRM did not take as a dead letter (its
+    /// personal fields sealed): stage `crm` when the CRM was unavailable
+    /// (the hourly job sends it again), `crm_rejected` when it refused the
+    /// record (it waits for a person; the hourly job tries it too, at most
+    /// 5 times in all). Bad input the service refused itself is not kept:
+    /// the caller got the error naming the field.
+    async fn keep(&self, s: &Stored, input: &ContactInput, e: &ApiError) -> Result<(), ApiError> {
+        let stage = match e.kind {
+            "crm_unavailable" | "rate_limited" | "crm_quota_exhausted" | "crm_auth" => "crm",
+            "crm_rejected" => "crm_rejected",
+            _ => return Ok(()),
+        };
         let body = serde_json::to_value(input).unwrap_or_default();
         self.store
             .state()
@@ -801,12 +818,12 @@ impl Service {
                 Some(s.id()),
                 store::PENDING_CONTACT,
                 &body,
-                "crm",
+                stage,
                 &e.message,
             )
             .await
             .map_err(internal)?;
-        tracing::warn!(integration = %s.id(), kind = e.kind, "contact kept for the hourly retry");
+        tracing::warn!(integration = %s.id(), kind = e.kind, stage, "contact kept as a dead letter");
         Ok(())
     }
 
@@ -883,18 +900,10 @@ impl Service {
             }
         }
         let records: Vec<Record> = ready.iter().map(|(_, _, r)| r.clone()).collect();
-        let written = match self.write_contacts(&crm, records).await {
-            Ok(w) => w,
-            Err(e) => {
-                // The whole call failed: every ready item waits for the hourly job.
-                let err = ApiError::from_crm(&e, &self.pii, &json!({}));
-                for (i, item, _) in &ready {
-                    self.keep_if_unavailable(&s, item, &err).await?;
-                    results[*i].error = Some(detail(err.clone().with_record(format!("[{i}]"))));
-                }
-                Vec::new()
-            }
-        };
+        let lock = lock_of(&self.writes, s.id());
+        let guard = lock.lock().await;
+        let written = self.write_contacts(&crm, records).await;
+        drop(guard);
         let object = crm.contact_object();
         for ((i, item, _), w) in ready.iter().zip(written) {
             match w {
@@ -916,19 +925,11 @@ impl Service {
                     results[*i].action = Some(action);
                 }
                 Err(e) => {
+                    // Refused or not sent: kept, personal fields sealed,
+                    // for the hourly job (unavailable) or a person (refused).
                     let body = serde_json::to_value(item).unwrap_or_default();
                     let err = ApiError::from_crm(&e, &self.pii, &body);
-                    self.store
-                        .state()
-                        .add_dead_letter(
-                            Some(s.id()),
-                            store::PENDING_CONTACT,
-                            &body,
-                            "crm_rejected",
-                            &err.message,
-                        )
-                        .await
-                        .map_err(internal)?;
+                    self.keep(&s, item, &err).await?;
                     results[*i].error = Some(detail(err.with_record(format!("[{i}]"))));
                 }
             }
@@ -1088,6 +1089,8 @@ impl Service {
             ));
         }
         let crm = self.crm(&s).await?;
+        let lock = lock_of(&self.writes, s.id());
+        let _guard = lock.lock().await;
         let mut skipped = Vec::new();
         let skip = |skipped: &mut Vec<SkippedField>, field: &str, reason: &str| {
             skipped.push(SkippedField {
@@ -1113,10 +1116,7 @@ impl Service {
                 if let Some(v) = status {
                     r.set("Status", salesforce_status(v));
                 }
-                let w = crm
-                    .upsert_by_email("Lead", vec![r])
-                    .await
-                    .map_err(&map_err)?;
+                let w = crm.upsert_one("Lead", r).await.map_err(&map_err)?;
                 ("Lead", w, None)
             }
             Crm::Hubspot(_) => {
@@ -1142,10 +1142,7 @@ impl Service {
                         "HubSpot sets a contact's original source from its own tracking",
                     );
                 }
-                let w = crm
-                    .upsert_by_email("contacts", vec![r])
-                    .await
-                    .map_err(&map_err)?;
+                let w = crm.upsert_one("contacts", r).await.map_err(&map_err)?;
                 ("contacts", w, None)
             }
             Crm::Pipedrive(..) => {
@@ -1155,27 +1152,17 @@ impl Service {
                     (None, None) => email.clone(),
                 };
                 let person = crm
-                    .upsert_by_email(
+                    .upsert_one(
                         "persons",
-                        vec![
-                            Record::new()
-                                .with("email", email.as_str())
-                                .with("name", name.as_str()),
-                        ],
+                        Record::new()
+                            .with("email", email.as_str())
+                            .with("name", name.as_str()),
                     )
                     .await
                     .map_err(&map_err)?;
-                let person_id = match person.first().and_then(outcome_action) {
-                    Some((pid, _)) => pid,
-                    None => {
-                        return Err(match person.into_iter().next() {
-                            Some(WriteOutcome::Rejected { error, .. }) => map_err(error),
-                            _ => {
-                                ApiError::new(StatusCode::BAD_GATEWAY, "crm_rejected", "no outcome")
-                            }
-                        });
-                    }
-                };
+                let person_id = outcome_action(&person).map(|(pid, _)| pid).ok_or_else(|| {
+                    ApiError::new(StatusCode::BAD_GATEWAY, "crm_rejected", "no outcome")
+                })?;
                 if status.is_some() {
                     skip(
                         &mut skipped,
@@ -1231,22 +1218,11 @@ impl Service {
                         .await
                         .map_err(internal)?;
                 }
-                ("leads", vec![outcome], Some(person_id))
+                ("leads", outcome, Some(person_id))
             }
         };
-        let outcome = written
-            .into_iter()
-            .next()
+        let (record_id, mut action) = outcome_action(&written)
             .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "crm_rejected", "no outcome"))?;
-        let (record_id, mut action) = match outcome_action(&outcome) {
-            Some(x) => x,
-            None => {
-                return Err(match outcome {
-                    WriteOutcome::Rejected { error, .. } => map_err(error),
-                    _ => ApiError::new(StatusCode::BAD_GATEWAY, "crm_rejected", "no outcome"),
-                });
-            }
-        };
         let mut fields: Vec<String> = Vec::new();
         if action != Action::Unchanged {
             fields.push("lead".to_owned());
@@ -1624,13 +1600,7 @@ impl Service {
                 "this integration only syncs to the CRM (`direction: to_crm`)",
             ));
         }
-        let lock = Arc::clone(
-            self.pulls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(s.id().clone())
-                .or_default(),
-        );
+        let lock = lock_of(&self.pulls, s.id());
         let _guard = lock.lock().await;
         let crm = self.crm(s).await?;
         let state = self.store.state();

@@ -737,3 +737,60 @@ async fn no_secret_or_unmasked_personal_field_in_answers_logs_or_storage() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].record["email"], "dead.letter.zoe@example.org");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_syncs_of_one_new_email_make_one_record() {
+    let w = World::start("race").await;
+    for p in [Provider::Salesforce, Provider::Pipedrive] {
+        let id = w.integration(p, ACME_ADMIN, "race").await;
+        let path = format!("/api/crm/integrations/{id}/contacts/sync");
+        let body = json!({"email": "racer@example.com", "firstName": "Ray", "lastName": "Cer"});
+        let calls = (0..8).map(|_| w.post(&path, ACME_OPERATOR, &body));
+        let answers = futures_util::future::join_all(calls).await;
+        let created = answers
+            .iter()
+            .filter(|a| a.body["action"] == "created")
+            .count();
+        assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+        assert_eq!(created, 1, "{p:?}");
+        let ids: std::collections::BTreeSet<String> = answers
+            .iter()
+            .map(|a| a.body["recordId"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 1, "{p:?} {ids:?}");
+        assert_eq!(w.crm_contacts(p).await.len(), 1, "{p:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_by_a_failing_call_keeps_what_was_written_and_the_rest() {
+    let w = World::start("cut").await;
+    let id = w.integration(Provider::Hubspot, ACME_ADMIN, "cut").await;
+    let sim = w.sim(Provider::Hubspot);
+    // The second batch upsert and every retry of it fail.
+    sim.context().faults().set_plan(
+        crm_sim::FaultPlan::new(3).rule(
+            crm_sim::FaultRule::new(crm_sim::Fault::ServerError { status: 503 })
+                .path_prefix("/crm/v3/objects/contacts/batch/upsert")
+                .when(crm_sim::Trigger::Nth((2..=30).collect())),
+        ),
+    );
+    let items: Vec<Json> = (0..120)
+        .map(|i| json!({"email": format!("cut{i}@example.com"), "lastName": format!("C{i}")}))
+        .collect();
+    let r = w
+        .post(
+            &format!("/api/crm/integrations/{id}/contacts/batch-sync"),
+            ACME_OPERATOR,
+            &Json::Array(items),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["created"], 100, "{}", r.body["failed"]);
+    assert_eq!(r.body["failed"], 20);
+    assert_eq!(r.body["results"][119]["error"]["kind"], "crm_unavailable");
+    assert_eq!(w.crm_contacts(Provider::Hubspot).await.len(), 100);
+    sim.context().faults().clear();
+    assert_eq!(w.app.service.retry_pending().await.unwrap(), (20, 0));
+    assert_eq!(w.crm_contacts(Provider::Hubspot).await.len(), 120);
+}
