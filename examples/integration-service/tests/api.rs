@@ -794,3 +794,43 @@ async fn a_batch_cut_by_a_failing_call_keeps_what_was_written_and_the_rest() {
     assert_eq!(w.app.service.retry_pending().await.unwrap(), (20, 0));
     assert_eq!(w.crm_contacts(Provider::Hubspot).await.len(), 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_jobs_run_hourly_every_6_hours_and_daily() {
+    use chrono::Timelike;
+    let w = World::start("jobs").await;
+    let config = integration_service::config::ServiceConfig::default();
+    let scheduler = w.app.scheduler(&config).unwrap();
+    let hourly = scheduler.next_run("contacts-to-crm").unwrap();
+    assert_eq!((hourly.minute(), hourly.second()), (0, 0));
+    assert!(hourly - chrono::Utc::now() <= chrono::TimeDelta::hours(1));
+    let pull = scheduler.next_run("pull-from-crm").unwrap();
+    assert_eq!((pull.hour() % 6, pull.minute()), (0, 0));
+    let purge = scheduler.next_run("retention").unwrap();
+    assert_eq!((purge.hour(), purge.minute()), (3, 30));
+    // A bad expression is named.
+    let bad =
+        integration_service::config::ServiceConfig::from_yaml("jobs: {contacts: \"61 * * * *\"}")
+            .unwrap();
+    let err = w.app.scheduler(&bad).err().unwrap();
+    assert_eq!(err.context_value("field"), Some("jobs.contacts"));
+
+    // The 6-hourly job pulls every integration that syncs from its CRM.
+    let id = w.integration(Provider::Hubspot, ACME_ADMIN, "pull").await;
+    w.post(
+        &format!("/api/crm/integrations/{id}/contacts/sync"),
+        ACME_OPERATOR,
+        &json!({"email": "pulled@example.com", "lastName": "Pulled"}),
+    )
+    .await;
+    assert_eq!(w.app.service.pull_all().await.unwrap(), 1);
+    assert_eq!(
+        w.app.service.pull_all().await.unwrap(),
+        0,
+        "from the checkpoint"
+    );
+    let one = w
+        .get(&format!("/api/crm/integrations/{id}"), ACME_VIEWER)
+        .await;
+    assert!(one.body["lastSyncAt"].is_string(), "{}", one.text);
+}
