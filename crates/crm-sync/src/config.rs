@@ -12,6 +12,10 @@
 //! `crm.google_sheets.rate_limit` and `oauth.scopes` apply to the `sheet:`
 //! source (see [`SyncJob::sheet_config`]).
 //!
+//! `mappings:` (seed 001's field maps) turns source fields into destination
+//! columns, and its `pii: true` maps name the fields holding personal data
+//! (see [`SyncJob::mappings`] and [`SyncJob::pii_fields`]).
+//!
 //! Unknown keys and wrong types are errors naming the YAML path and line.
 //! `${NAME}` values are resolved when a connection is opened, never while
 //! parsing, so an environment value cannot change the structure of the file.
@@ -39,8 +43,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crm_core::dedupe::{Deduper, MergePolicy};
-use crm_core::mapping::WriteBackConfig;
+use crm_core::mapping::{Flow, Mapping, WriteBackConfig};
 use crm_core::matching::MatchingConfig;
+use crm_core::pii::PiiFields;
 use crm_core::validate::ValidationRules;
 use crm_sheets::{RateLimit, SheetsConfig};
 use crm_sql::config::{PoolConfig, SqlConfig};
@@ -153,6 +158,20 @@ pub struct SyncJob {
     /// Seed 000 validation rules.
     #[serde(default)]
     pub validation: Option<ValidationRules>,
+    /// Seed 001 field mappings (`{source, destination, transform, pii}`),
+    /// applied after validation: each map reads a source field and writes
+    /// a destination column, so the stored record holds the mapped columns
+    /// only (maps run source -> destination: `to_crm` and `bidirectional`
+    /// ones; `from_crm` maps are skipped). The job's key field
+    /// ([`SyncJob::key_field`]) must be one of the columns written, with
+    /// its value unchanged: records are named by it before and after the
+    /// mapping. Without `mappings:` records are stored as read.
+    ///
+    /// Maps marked `pii: true` name personal data: their source and
+    /// destination fields are sealed in the state store and masked in
+    /// logs, reports and errors (see [`SyncJob::pii_fields`]).
+    #[serde(default)]
+    pub mappings: Option<Mapping>,
     /// Seed 000 campaign matching.
     #[serde(default)]
     pub matching: Option<MatchingConfig>,
@@ -512,7 +531,9 @@ pub struct StateSection {
     #[serde(default)]
     pub url: Option<SecretString>,
     /// The environment variable holding the base64 key that encrypts stored
-    /// credentials (32 bytes). The pipeline stores no credentials itself.
+    /// credentials (32 bytes). The pipeline stores no credentials itself;
+    /// it seals the job's personal fields ([`SyncJob::pii_fields`]) with
+    /// this key, which is then required.
     #[serde(default = "default_key_env")]
     pub key_env: String,
     /// Seed 001 data retention: sync runs, audit entries, dead letters and
@@ -632,6 +653,28 @@ impl SyncJob {
         if let Err(message) = job.sheet_config() {
             return Err(ConfigError::new(origin, message));
         }
+        if let Some(mapping) = &job.mappings {
+            if mapping.is_empty() {
+                return Err(ConfigError::new(
+                    origin,
+                    "`mappings:` is empty, so every field would be dropped: list the field maps \
+                     (`- {source: email, destination: email, pii: true}`) or remove the key",
+                ));
+            }
+            let key = job.key_field();
+            if !mapping.fields_written(Flow::ToCrm).contains(&key) {
+                return Err(ConfigError {
+                    path: "mappings".to_owned(),
+                    ..ConfigError::new(
+                        origin,
+                        format!(
+                            "no map writes the key field `{key}`: records are named and upserted \
+                             by it, so add `- {{source: {key}, destination: {key}}}`"
+                        ),
+                    )
+                });
+            }
+        }
         if let Some(d) = &job.dedupe
             && let Some(key) = &d.key
             && (key.fields().is_empty() || key.fields().iter().any(|f| f.trim().is_empty()))
@@ -642,7 +685,9 @@ impl SyncJob {
             ));
         }
         // `crm.matching` tunes `matching:` (and nothing without it).
-        if let (Some(matching), Some(settings)) = (job.matching.take(), job.crm.matching.clone()) {
+        if let Some(settings) = job.crm.matching.clone()
+            && let Some(matching) = job.matching.take()
+        {
             job.matching = Some(matching.with_settings(settings));
         }
         Ok(job)
@@ -713,6 +758,51 @@ impl SyncJob {
         Ok(Some(cfg))
     }
 
+    /// The field that names and keys the job's records: `sheet.key_field`
+    /// for a sheet source (default `booking_id`), `booking_id` otherwise.
+    /// Upserts into the destination, dead letters and review items are
+    /// keyed by it.
+    pub fn key_field(&self) -> &str {
+        self.sheet
+            .as_ref()
+            .map_or("booking_id", |s| s.key_field.as_str())
+    }
+
+    /// The fields holding personal data: the source and destination names
+    /// of every `mappings:` entry marked `pii: true` (empty without
+    /// `mappings:`).
+    ///
+    /// Every place that opens the job's state store (`crm-sync run`,
+    /// `serve`, `schedule`, `writeback`, `resume`, the review desk and the
+    /// `sync` jobs of `crm-sync worker`) seals these fields' values in dead
+    /// letters, audit entries and review items
+    /// ([`crm_sql::state::StateStore::with_pii_fields`]), and the pipeline
+    /// masks them (`john@example.com` -> `j***@example.com`) in its log
+    /// lines, dead-letter reasons and reports (see
+    /// [`crate::pipeline`]'s "Personal data"). A job with such fields needs
+    /// the state key of `state.key_env`: values sealed with a key that
+    /// lives only as long as the process could not be read again.
+    ///
+    /// ```
+    /// use crm_sync::config::SyncJob;
+    ///
+    /// let job = SyncJob::from_yaml(r#"
+    /// sheet: {spreadsheet_id: s, sheet_name: S, column_mapping: {A: booking_id, B: mail}}
+    /// mappings:
+    ///   - {source: booking_id, destination: booking_id}
+    ///   - {source: mail, destination: email, transform: LOWER(), pii: true}
+    /// "#, "inline").unwrap();
+    /// let pii = job.pii_fields();
+    /// assert!(pii.contains("mail") && pii.contains("email"));
+    /// assert!(!pii.contains("booking_id"));
+    /// ```
+    pub fn pii_fields(&self) -> PiiFields {
+        self.mappings
+            .as_ref()
+            .map(PiiFields::from_mapping)
+            .unwrap_or_default()
+    }
+
     /// The dedupe stage of the job, or `None` when it is off (`dedupe:
     /// {enabled: false}`) or no key is known.
     ///
@@ -765,5 +855,55 @@ impl SyncJob {
         {
             *p = dir.join(&*p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHEET: &str =
+        "sheet: {spreadsheet_id: s, sheet_name: S, column_mapping: {A: booking_id}}\n";
+
+    #[test]
+    fn matching_is_kept_without_crm_matching() {
+        let yaml = format!(
+            "{SHEET}matching:\n  strategies:\n    - {{type: exact_id, source: booking.campaign_id, \
+             target: campaign.id, priority: 1}}\n"
+        );
+        let job = SyncJob::from_yaml(&yaml, "inline").unwrap();
+        assert!(job.matching.is_some());
+    }
+
+    #[test]
+    fn mappings_must_write_the_key_and_name_the_personal_fields() {
+        let job = SyncJob::from_yaml(
+            &format!(
+                "{SHEET}mappings:\n  - {{source: booking_id, destination: booking_id}}\n  \
+                 - {{source: phone, destination: Phone, pii: true}}\n"
+            ),
+            "inline",
+        )
+        .unwrap();
+        assert_eq!(
+            job.pii_fields().names().collect::<Vec<_>>(),
+            ["Phone", "phone"]
+        );
+        for bad in [
+            "mappings: []\n",
+            "mappings:\n  - {source: booking_id, destination: id}\n",
+        ] {
+            let err = SyncJob::from_yaml(&format!("{SHEET}{bad}"), "inline").unwrap_err();
+            assert!(
+                err.message.contains("mappings") || err.path == "mappings",
+                "{err}"
+            );
+        }
+        assert!(
+            SyncJob::from_yaml(SHEET, "inline")
+                .unwrap()
+                .pii_fields()
+                .is_empty()
+        );
     }
 }

@@ -38,6 +38,7 @@ pub mod config;
 pub mod enrich;
 pub mod fanout;
 pub mod monitor;
+mod pii;
 pub mod pipeline;
 pub mod report;
 pub mod review;

@@ -7,6 +7,32 @@
 //! upsert (keyed by the record key) absorbs the repeat. Dead letters and
 //! review items are keyed by record, so they are replaced, not repeated.
 //!
+//! # Personal data
+//!
+//! Fields named by [`Pipeline::pii_fields`], and the source and target of
+//! every `pii: true` map of [`Pipeline::mapping`], hold personal data. The
+//! pipeline masks their values (`john@example.com` -> `j***@example.com`,
+//! see [`crm_core::pii`]) in what it writes for people:
+//!
+//! - the reasons of a dead letter: a failed rule or a source problem of a
+//!   personal field has every quoted value masked (so a value the message
+//!   shortens or escapes is masked too), a rejected write naming a
+//!   personal field likewise, and any reason has the record's personal
+//!   values masked wherever it quotes them;
+//! - the problems a source recorded in the record (`_problems`), which the
+//!   dead letter keeps as text;
+//! - its log lines (a `debug` event per dead letter, with the record key
+//!   and the masked reasons).
+//!
+//! A record key stays as it is in the state (dead letters and review items
+//! are found and replaced by it), but when the key field is personal (an
+//! email as key), or the key is the value of a personal field, log lines
+//! and reports show it masked. The record of a dead letter or review item
+//! is handed to the state unmasked: the SQL state store seals those fields
+//! at rest when opened with
+//! [`crm_sql::state::StateStore::with_pii_fields`], as
+//! [`crate::runner::run_job`] does. The [`RunReport`] holds counts only.
+//!
 //! ```
 //! # use crm_sync::pipeline::{Mode, Pipeline};
 //! # use crm_sync::state::MemoryState;
@@ -29,12 +55,14 @@ use crm_core::dedupe::Deduper;
 use crm_core::mapping::{Flow, Mapping};
 use crm_core::matching::{Candidate, MatchAction, MatchStatus, Matcher, MatchingConfig};
 use crm_core::model::Campaign;
+use crm_core::pii::PiiFields;
 use crm_core::validate::{ValidationRules, Validator};
 use crm_core::{
     Change, ReadRequest, Record, RecordId, Result, Sink, Source, WriteBatch, WriteOp, WriteOutcome,
 };
 use futures_util::StreamExt;
 
+use crate::pii::{mask_error, mask_key, mask_problems, mask_reason};
 use crate::report::RunReport;
 use crate::state::{
     DeadLetter, MatchVerdict, PipelineState, ReviewCandidate, ReviewItem, ReviewKind, Stage,
@@ -137,6 +165,7 @@ pub struct Pipeline<'a> {
     key_field: Option<String>,
     rules: Option<ValidationRules>,
     mapping: Option<(Mapping, Flow)>,
+    pii: PiiFields,
     deduper: Option<Deduper>,
     matcher: Option<Arc<CampaignMatching>>,
     max_manual_review: Option<usize>,
@@ -166,6 +195,7 @@ impl<'a> Pipeline<'a> {
             key_field: None,
             rules: None,
             mapping: None,
+            pii: PiiFields::new(),
             deduper: None,
             matcher: None,
             max_manual_review: None,
@@ -207,10 +237,20 @@ impl<'a> Pipeline<'a> {
         self
     }
 
-    /// A field mapping applied after validation, in `flow` direction.
+    /// A field mapping applied after validation, in `flow` direction. Its
+    /// `pii: true` maps name personal data (see the module docs).
     #[must_use]
     pub fn mapping(mut self, mapping: Mapping, flow: Flow) -> Self {
+        self.pii.add_mapping(&mapping);
         self.mapping = Some((mapping, flow));
+        self
+    }
+
+    /// Fields holding personal data, masked in dead-letter reasons and log
+    /// lines (see the module docs); added to those of the mapping.
+    #[must_use]
+    pub fn pii_fields(mut self, fields: PiiFields) -> Self {
+        self.pii.extend(fields.names());
         self
     }
 
@@ -271,13 +311,32 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Keeps a dead letter. `errors` have their personal values masked by
+    /// the caller, which knows the fields they are about; here the record's
+    /// source problems are masked, and so is the key wherever the reasons
+    /// quote it when it is personal.
     async fn dead(
         &self,
         stage: Stage,
         key: String,
-        record: Record,
-        errors: Vec<String>,
+        mut record: Record,
+        mut errors: Vec<String>,
     ) -> Result<()> {
+        mask_problems(&self.pii, &mut record);
+        let shown = mask_key(&self.pii, self.key_field.as_deref(), &record, &key);
+        if shown != key && key.trim().chars().count() >= 3 {
+            for e in &mut errors {
+                *e = e.replace(&key, &shown);
+            }
+        }
+        tracing::debug!(
+            job = %self.job,
+            object = %self.object,
+            stage = stage.as_str(),
+            record = %shown,
+            reasons = %errors.join("; "),
+            "record kept as a dead letter"
+        );
         self.state
             .dead_letter(DeadLetter {
                 job: self.job.clone(),
@@ -432,7 +491,10 @@ impl<'a> Pipeline<'a> {
                     }
                     let errors = failed
                         .iter()
-                        .map(|(field, rule, message)| format!("{field} ({rule}): {message}"))
+                        .map(|(field, rule, message)| {
+                            let message = mask_reason(&self.pii, &row, Some(field), message);
+                            format!("{field} ({rule}): {message}")
+                        })
                         .collect();
                     let key = self.label(&row);
                     dead.push((key, row, errors));
@@ -469,7 +531,13 @@ impl<'a> Pipeline<'a> {
                 Err(errors) => {
                     report.transform_failed += 1;
                     let key = self.label(&row);
-                    let lines = errors.to_string().lines().map(str::to_owned).collect();
+                    // Mapping errors never show the value of a `pii` map;
+                    // the record label they start with may be one.
+                    let lines = errors
+                        .to_string()
+                        .lines()
+                        .map(|l| mask_reason(&self.pii, &row, None, l))
+                        .collect();
                     self.dead(Stage::Transform, key, row, lines).await?;
                 }
             }
@@ -649,8 +717,8 @@ impl<'a> Pipeline<'a> {
                         report.rejected += 1;
                         let record = records.get(index).cloned().unwrap_or_default();
                         let key = labels.get(index).cloned().unwrap_or(label);
-                        self.dead(Stage::Store, key, record, vec![error.to_string()])
-                            .await?;
+                        let reason = mask_error(&self.pii, &record, &error);
+                        self.dead(Stage::Store, key, record, vec![reason]).await?;
                     }
                 }
             }
@@ -681,7 +749,8 @@ impl<'a> Pipeline<'a> {
                             .get(index)
                             .map(ToString::to_string)
                             .unwrap_or_default();
-                        self.dead(Stage::Store, id, Record::new(), vec![error.to_string()])
+                        let reason = mask_error(&self.pii, &Record::new(), &error);
+                        self.dead(Stage::Store, id, Record::new(), vec![reason])
                             .await?;
                     }
                     WriteOutcome::Unchanged(_) => report.unchanged += 1,

@@ -5,6 +5,19 @@
 //! campaigns) and running are told apart in [`RunError`], because a
 //! person fixes the first (exit code 2) while the second is a run that could
 //! not finish (exit code 1).
+//!
+//! # Personal data
+//!
+//! The fields a job's `mappings:` mark `pii: true`
+//! ([`SyncJob::pii_fields`]) are sealed at rest: the state store is opened
+//! [`with_pii_fields`](StateStore::with_pii_fields), so the dead letters,
+//! review items and audit entries a run writes hold those values
+//! encrypted (`{"$sealed": "v1:..."}`) and the store's reads open them. The
+//! pipeline masks them in its reasons and log lines (see
+//! [`crate::pipeline`]). Such a job needs its state key
+//! (`state.key_env`, or [`Overrides::state_key`]): without it the run does
+//! not start, as values sealed with a key that lives only as long as the
+//! process could never be read again.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_core::env::{from_process, interpolate};
-use crm_core::mapping::{column_index, column_letters};
+use crm_core::mapping::{Flow, column_index, column_letters};
 use crm_core::model::Campaign;
 use crm_core::{
     Change, Connector, Error, FieldSchema, FieldType, ObjectSchema, ReadRequest, Sink, Source,
@@ -76,6 +89,8 @@ pub struct Overrides {
     pub campaigns: Option<Vec<Campaign>>,
     /// The folder relative paths are taken from (default: the current one).
     pub base_dir: Option<PathBuf>,
+    /// The state store's key instead of the one in `state.key_env`.
+    pub state_key: Option<CredentialKey>,
 }
 
 /// The destination table of a bookings job: seed 000's `booking` schema,
@@ -303,11 +318,26 @@ async fn campaigns(job: &SyncJob) -> Result<Vec<Campaign>, RunError> {
     Ok(out)
 }
 
+/// The state store's key: base64 in the variable `state.key_env` names.
+///
+/// # Errors
+/// [`RunError::Setup`] for a key that is not 32 bytes of base64, or when
+/// the variable is unset and the job has personal fields to seal.
 pub(crate) fn state_key(job: &SyncJob) -> Result<CredentialKey, RunError> {
     match std::env::var(&job.state.key_env) {
         Ok(text) => CredentialKey::from_base64(&text).map_err(|e| setup(e.into())),
-        // The pipeline stores no credentials; a key that lives as long as
-        // the process keeps the store's sealing intact without asking for one.
+        Err(_) if !job.pii_fields().is_empty() => Err(setup(
+            Error::invalid_input(format!(
+                "the job marks fields `pii: true`, which the state store encrypts with the key \
+                 in ${}; set it to the base64 of 32 random bytes (e.g. `openssl rand -base64 \
+                 32`) and keep it: values sealed with another key cannot be read",
+                job.state.key_env
+            ))
+            .with_context("field", "state.key_env"),
+        )),
+        // Nothing personal is sealed and the pipeline stores no
+        // credentials: a key that lives as long as the process keeps the
+        // store's sealing intact without asking for one.
         Err(_) => Ok(CredentialKey::generate().0),
     }
 }
@@ -369,9 +399,14 @@ pub async fn run_job(
         )),
         None => dest_url.clone(),
     };
-    let store = StateStore::open_url(&state_url, state_key(job)?)
+    let key = match overrides.state_key.take() {
+        Some(key) => key,
+        None => state_key(job)?,
+    };
+    let store = StateStore::open_url(&state_url, key)
         .await
-        .map_err(|e| setup(connect_error(e, "state", url_target(&state_url))))?;
+        .map_err(|e| setup(connect_error(e, "state", url_target(&state_url))))?
+        .with_pii_fields(job.pii_fields());
     let state = SqlState::open(store, &job.name).await.map_err(setup)?;
 
     // Matching.
@@ -389,12 +424,13 @@ pub async fn run_job(
     let sink_ref: &dyn Sink = &sink;
     let mut pipeline = Pipeline::new(&job.name, &job.object, source, sink_ref, &state)
         .destination_object(&job.destination.table)
-        .key_field(
-            job.sheet
-                .as_ref()
-                .map_or("booking_id", |s| s.key_field.as_str()),
-        )
+        .key_field(job.key_field())
         .page_size(job.crm.sync.batch_size);
+    // The mapping's `pii: true` maps are the job's personal fields: the
+    // pipeline masks them as the store seals them.
+    if let Some(mapping) = &job.mappings {
+        pipeline = pipeline.mapping(mapping.clone().with_key_field(job.key_field()), Flow::ToCrm);
+    }
     if let Some(deduper) = job.deduper() {
         pipeline = pipeline.dedupe(deduper);
     }

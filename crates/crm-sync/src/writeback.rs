@@ -41,6 +41,16 @@
 //!
 //! Each run is recorded as a sync run of the `sheets-writeback` connection;
 //! its id is the report's `run_id`.
+//!
+//! # Personal data
+//!
+//! The fields the job's `mappings:` mark `pii: true`
+//! ([`SyncJob::pii_fields`]) are sealed in the audit entries' values (the
+//! store is used [`with_pii_fields`](StateStore::with_pii_fields)), and
+//! masked in the [`WriteBackReport`] and in the errors the sync run
+//! records: the cell values of such a field, and every key when the
+//! sheet's key field is one. The audit entries' record ids and the digest
+//! checkpoints keep the key as it is.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -50,6 +60,7 @@ use crm_core::conflict::ConflictPolicy;
 use crm_core::env::{from_process, interpolate};
 use crm_core::mapping::{Flow, Frequency, WriteBackField};
 use crm_core::model::Campaign;
+use crm_core::pii::{PiiFields, PiiKind, mask_str};
 use crm_core::{
     Change, Connector, Cursor, Error, ErrorKind, ReadRequest, Record, Sink, Source, Value,
     WriteBatch, WriteOutcome,
@@ -261,16 +272,51 @@ pub struct WriteBackReport {
     pub write_calls: usize,
     /// Audit entries recorded.
     pub audit_entries: usize,
+    /// Rows that received at least one cell (counted before keys are
+    /// masked, see the [module docs](self)).
+    pub rows_written: usize,
 }
 
 impl WriteBackReport {
-    /// Rows that received at least one cell.
-    pub fn rows_written(&self) -> usize {
-        self.changed
-            .iter()
-            .map(|c| c.key.as_str())
-            .collect::<HashSet<_>>()
-            .len()
+    /// Masks the keys when `key_field` holds personal data, and the sheet
+    /// and platform values of the personal fields (see the
+    /// [module docs](self)).
+    fn mask_pii(&mut self, pii: &PiiFields, key_field: &str) {
+        if pii.is_empty() {
+            return;
+        }
+        let key_is_pii = pii.contains(key_field);
+        let key = |k: &mut String| {
+            if key_is_pii {
+                *k = mask_str(k, PiiKind::Auto);
+            }
+        };
+        let value = |field: &str, v: &mut Option<String>| {
+            if pii.contains(field)
+                && let Some(text) = v
+            {
+                *text = mask_str(text, PiiKind::Auto);
+            }
+        };
+        for c in &mut self.changed {
+            key(&mut c.key);
+            value(&c.field, &mut c.old);
+            value(&c.field, &mut c.new);
+        }
+        for k in &mut self.kept {
+            key(&mut k.key);
+            value(&k.field, &mut k.sheet_value);
+            value(&k.field, &mut k.platform_value);
+        }
+        self.missing.iter_mut().for_each(key);
+        self.appended.iter_mut().for_each(key);
+        for r in &mut self.rejected {
+            if key_is_pii && r.key.trim().chars().count() >= 3 {
+                let shown = mask_str(&r.key, PiiKind::Auto);
+                r.reason = r.reason.replace(&r.key, &shown);
+                r.key = shown;
+            }
+        }
     }
 }
 
@@ -284,7 +330,7 @@ impl fmt::Display for WriteBackReport {
             self.fields.join(", "),
             self.source_rows,
             self.changed.len(),
-            self.rows_written(),
+            self.rows_written,
             self.write_calls,
             self.unchanged_cells
         )?;
@@ -594,6 +640,9 @@ pub async fn write_back(
     options: &WriteBackOptions,
 ) -> Result<WriteBackReport, Error> {
     let due = due_fields(job, frequency)?;
+    let pii = job.pii_fields();
+    let sealing = crate::pii::seal_in(store.clone(), &pii);
+    let store = &sealing;
     let conn = store.ensure_connection(STATE_PROVIDER, &job.name).await?;
     let run = store
         .start_run(&conn, &job.object, SyncType::Delta, SyncDirection::ToCrm)
@@ -615,6 +664,13 @@ pub async fn write_back(
         &mut report,
     )
     .await;
+    report.rows_written = report
+        .changed
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect::<HashSet<_>>()
+        .len();
+    report.mask_pii(&pii, &sheet.config().key_field);
     let processed = (report.changed.len() + report.unchanged_cells + report.kept.len()) as i64;
     let failed = report.rejected.len() as i64;
     let _ = store
@@ -1002,6 +1058,7 @@ pub async fn run_write_back_job(
         )),
         (None, None) => db_url,
     };
+    // `write_back` seals the job's personal fields in this store.
     let store = StateStore::open_url(&state_url, state_key(job)?)
         .await
         .map_err(|e| RunError::Setup(connect_error(e, "state")))?;
@@ -1018,4 +1075,57 @@ pub async fn run_write_back_job(
             RunError::Run(e)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_mask_personal_keys_and_values() {
+        let cell = |key: &str, field: &str, old: &str, new: &str| CellChange {
+            key: key.to_owned(),
+            row: None,
+            field: field.to_owned(),
+            old: Some(old.to_owned()),
+            new: Some(new.to_owned()),
+            overwrote_edit: false,
+        };
+        let mut report = WriteBackReport {
+            changed: vec![
+                cell(
+                    "ann@example.com",
+                    "email",
+                    "old@example.com",
+                    "new@example.com",
+                ),
+                cell("amy@example.com", "actual_spend", "10", "12.5"),
+            ],
+            missing: vec!["bob@example.com".into()],
+            rejected: vec![RejectedRow {
+                key: "cyd@example.com".into(),
+                reason: "cyd@example.com is in several rows".into(),
+            }],
+            rows_written: 2,
+            ..WriteBackReport::default()
+        };
+        let pii = PiiFields::new().with("email");
+        report.mask_pii(&pii, "email");
+        let text = format!("{report}\n{}", serde_json::to_string(&report).unwrap());
+        for clear in ["ann@", "amy@", "bob@", "cyd@", "new@", "old@"] {
+            assert!(!text.contains(clear), "{clear} in {text}");
+        }
+        assert!(
+            text.contains("a***@example.com new row email: o***@example.com -> n***@example.com")
+        );
+        // Two rows, though both keys mask alike; a figure stays readable.
+        assert!(text.contains("in 2 rows"), "{text}");
+        assert!(text.contains("actual_spend: 10 -> 12.5"), "{text}");
+        assert!(text.contains("rejected c***@example.com: c***@example.com is in several rows"));
+        // Without personal fields nothing changes.
+        let mut plain = report.clone();
+        plain.missing = vec!["bob@example.com".into()];
+        plain.mask_pii(&PiiFields::new(), "email");
+        assert_eq!(plain.missing, ["bob@example.com"]);
+    }
 }

@@ -157,6 +157,7 @@ pub async fn demo_report(args: &DemoArgs) -> Result<RunReport, CliError> {
         destination_url: Some(format!("sqlite://{}", db.display())),
         campaigns: Some(campaigns),
         base_dir: Some(args.dir.clone()),
+        state_key: None,
     };
     let progress = Progress::new(args.json);
     let report = run_job(&job, Mode::Full, overrides, Some(&progress)).await;

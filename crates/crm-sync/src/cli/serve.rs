@@ -17,9 +17,10 @@ use crate::access::Tokens;
 use crate::config::{HttpSection, SyncJob};
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::review::{AfterMatch, MatchTarget, RetryWriter, ReviewDesk};
-use crate::runner::{resolve_sqlite_path, state_key, with_create_mode};
+use crate::runner::{resolve_sqlite_path, with_create_mode};
 use crate::schedule::jobs;
 use crate::schedule::jobs::RetryTarget;
+use crate::schedule::jobs::open_job_store;
 use crate::serve::harden::Hardening;
 use crate::serve::process::webhook_schema;
 use crate::serve::{Receiver, Server, process_pending, verifiers};
@@ -70,15 +71,8 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
     )
     .map_err(usage)?;
     let dest = with_create_mode(resolve_sqlite_path(&dest, &base));
-    let state_url = match &job.state.url {
-        Some(url) => with_create_mode(resolve_sqlite_path(
-            &interpolate("state.url", url.expose_secret(), from_process).map_err(usage)?,
-            &base,
-        )),
-        None => dest.clone(),
-    };
-    let key = state_key(&job).map_err(|e| CliError::usage(e.to_string()))?;
-    let store = StateStore::open_url(&state_url, key).await.map_err(usage)?;
+    // Sealing the job's personal fields, for the webhooks and the desk.
+    let store = open_job_store(&job, &base).await.map_err(usage)?;
     let sink = SqlConnector::connect_url(&dest).await.map_err(usage)?;
 
     let listen = args
@@ -156,7 +150,9 @@ pub async fn run(args: &ServeArgs) -> Result<(), CliError> {
 /// The desk of a job's `review:` section: its tokens, the pipeline's
 /// destination for match decisions (with the job's write-back after each,
 /// when it has `write_back:`), its campaigns for the name search, and its
-/// retry target for dead letters. Session cookies are `Secure` when
+/// retry target for dead letters. The desk's store seals the job's
+/// personal fields ([`SyncJob::pii_fields`]) in the audit entries of its
+/// decisions and in edited dead letters. Session cookies are `Secure` when
 /// `review.secure_cookies` says so, else when the server speaks HTTPS
 /// itself (`tls`) or `webhooks.public_url` is `https://`.
 ///
@@ -221,6 +217,7 @@ pub async fn review_desk(
     } else {
         Vec::new()
     };
+    let store = crate::pii::seal_in(store, &job.pii_fields());
     Ok(ReviewDesk::new(store, tokens)
         .matches(matches)
         .campaigns(campaigns)

@@ -266,11 +266,13 @@ where
 
 impl Seed003Jobs {
     /// The jobs of `job` on its connection in `store` (created when
-    /// missing), relative paths taken from `base`.
+    /// missing), relative paths taken from `base`. The store seals the
+    /// job's personal fields ([`SyncJob::pii_fields`]) as well as its own.
     ///
     /// # Errors
     /// State-store errors.
     pub async fn for_job(job: Arc<SyncJob>, store: StateStore, base: PathBuf) -> Result<Self> {
+        let store = crate::pii::seal_in(store, &job.pii_fields());
         let connection = store
             .ensure_connection(PIPELINE_PROVIDER, &job.name)
             .await?;

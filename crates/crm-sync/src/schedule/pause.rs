@@ -154,11 +154,12 @@ pub async fn resume(
 }
 
 /// Opens the state store of `job` as a run does (`state.url`, else the
-/// destination's URL; relative SQLite paths from `base`).
+/// destination's URL; relative SQLite paths from `base`), sealing the
+/// job's personal fields ([`SyncJob::pii_fields`]).
 ///
 /// # Errors
-/// [`ErrorKind::InvalidInput`] for unset variables or a bad key; database
-/// errors.
+/// [`ErrorKind::InvalidInput`] for unset variables or a bad key (or no key
+/// for a job with personal fields); database errors.
 pub async fn open_job_store(job: &SyncJob, base: &Path) -> Result<StateStore> {
     let dest = interpolate(
         "destination.url",
@@ -176,7 +177,9 @@ pub async fn open_job_store(job: &SyncJob, base: &Path) -> Result<StateStore> {
     let key = state_key(job).map_err(|e| match e {
         crate::runner::RunError::Setup(e) | crate::runner::RunError::Run(e) => e,
     })?;
-    StateStore::open_url(&url, key).await
+    Ok(StateStore::open_url(&url, key)
+        .await?
+        .with_pii_fields(job.pii_fields()))
 }
 
 /// The connection of pipeline job `job` in `store`, without creating it.

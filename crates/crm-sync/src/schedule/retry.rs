@@ -1,10 +1,12 @@
 //! Seed 003's hourly retry of failed records (dead letters).
 
+use crm_core::mapping::{Flow, Mapping};
 use crm_core::validate::ValidationRules;
 use crm_core::{Error, Record, Result, Sink, WriteBatch, WriteOp, WriteOutcome};
 use crm_sql::state::{ConnectionId, DeadLetter, StateStore};
 
 use crate::config::SyncJob;
+use crate::pii::{mask_error, mask_reason};
 
 /// Seed 003: a failed record is tried at most this many times in all (the
 /// first failure counts as attempt 1); then it stays a dead letter, marked
@@ -18,7 +20,8 @@ pub const RETRY_BATCH: u32 = 500;
 pub const EXHAUSTED_MARK: &str = "[exhausted: no more automatic retries]";
 
 /// Where and how a retry writes a dead letter's record: the job's
-/// destination object, its upsert key and its validation rules.
+/// destination object, its upsert key, its validation rules and its field
+/// mapping.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RetryTarget {
@@ -28,6 +31,9 @@ pub struct RetryTarget {
     pub key_field: Option<String>,
     /// The rules a `validate` dead letter must pass before it is written.
     pub validation: Option<ValidationRules>,
+    /// The mapping a `validate` dead letter goes through once it passes
+    /// (its record is kept as read; `store` dead letters are kept mapped).
+    pub mapping: Option<Mapping>,
     /// Total attempts after which a record is no longer retried.
     pub max_attempts: i64,
     /// Dead letters taken per run.
@@ -41,21 +47,21 @@ impl RetryTarget {
             object: object.into(),
             key_field: None,
             validation: None,
+            mapping: None,
             max_attempts: RETRY_MAX_ATTEMPTS,
             limit: RETRY_BATCH,
         }
     }
 
     /// As a run of `job` writes: its destination table, upserts keyed by
-    /// the sheet's `key_field` (default `booking_id`), its `validation:`.
+    /// the sheet's `key_field` (default `booking_id`), its `validation:`
+    /// and its `mappings:`.
     pub fn for_job(job: &SyncJob) -> Self {
-        let key = job
-            .sheet
-            .as_ref()
-            .map_or("booking_id", |s| s.key_field.as_str());
+        let key = job.key_field();
         RetryTarget::new(job.destination.table.clone())
             .key_field(key)
             .validation(job.validation.clone())
+            .mapping(job.mappings.clone().map(|m| m.with_key_field(key)))
     }
 
     /// Upserts keyed by `field`.
@@ -69,6 +75,14 @@ impl RetryTarget {
     #[must_use]
     pub fn validation(mut self, rules: Option<ValidationRules>) -> Self {
         self.validation = rules;
+        self
+    }
+
+    /// The mapping for `validate` dead letters (run source -> destination,
+    /// as a run does).
+    #[must_use]
+    pub fn mapping(mut self, mapping: Option<Mapping>) -> Self {
+        self.mapping = mapping;
         self
     }
 
@@ -111,11 +125,14 @@ pub struct RetryReport {
 ///   `sink` again, as an upsert keyed by `target.key_field`.
 /// - `validate`: the stored record is validated again with
 ///   `target.validation`; it is written only if it passes now (it was
-///   edited, or the rules changed), otherwise it keeps failing.
+///   edited, or the rules changed), otherwise it keeps failing. A record
+///   that passes goes through `target.mapping` before it is written.
 ///
 /// A record written removes its dead letter; one that fails again counts
 /// one more attempt, and at `max_attempts` its error ends with
-/// [`EXHAUSTED_MARK`]. Campaign matching is not re-run for a record that
+/// [`EXHAUSTED_MARK`]. The new error masks the values of the store's
+/// [personal fields](StateStore::pii_fields) as a run does (see
+/// [`crate::pipeline`]). Campaign matching is not re-run for a record that
 /// failed validation.
 ///
 /// # Errors
@@ -149,6 +166,7 @@ pub async fn retry_letters<S: Sink + ?Sized>(
         taken: letters.len() as u64,
         ..RetryReport::default()
     };
+    let pii = store.pii_fields();
     let mut validator = target.validation.as_ref().map(ValidationRules::validator);
     let mut to_write: Vec<(DeadLetter, Record)> = Vec::new();
     for (i, letter) in letters.into_iter().enumerate() {
@@ -175,23 +193,37 @@ pub async fn retry_letters<S: Sink + ?Sized>(
             let mut errors: Vec<String> = record
                 .source_problems()
                 .into_iter()
-                .map(|(field, problem)| format!("{field} (source): {problem}"))
+                .map(|(field, problem)| {
+                    let problem = mask_reason(pii, &record, Some(&field), &problem);
+                    format!("{field} (source): {problem}")
+                })
                 .collect();
             let cleaned = match validator.as_mut() {
                 Some(v) => match v.validate(&record, i) {
                     Ok(clean) => Some(clean),
                     Err(r) => {
-                        errors.extend(
-                            r.failures
-                                .into_iter()
-                                .map(|f| format!("{} ({}): {}", f.field, f.rule, f.message)),
-                        );
+                        errors.extend(r.failures.into_iter().map(|f| {
+                            let message = mask_reason(pii, &record, Some(&f.field), &f.message);
+                            format!("{} ({}): {message}", f.field, f.rule)
+                        }));
                         None
                     }
                 },
                 None => Some(record.clone()),
             };
-            match cleaned {
+            let mapped = match (cleaned, &target.mapping) {
+                (Some(clean), Some(mapping)) if errors.is_empty() => {
+                    match mapping.apply_at(&clean, Flow::ToCrm, i) {
+                        Ok(mapped) => Some(mapped),
+                        Err(e) => {
+                            errors.push(mask_reason(pii, &clean, None, &e.to_string()));
+                            None
+                        }
+                    }
+                }
+                (cleaned, _) => cleaned,
+            };
+            match mapped {
                 Some(clean) if errors.is_empty() => record = clean,
                 _ => {
                     report.still_invalid += 1;
@@ -217,7 +249,8 @@ pub async fn retry_letters<S: Sink + ?Sized>(
             Ok(o) => o,
             Err(e) => {
                 let msg = e.to_string();
-                for (letter, _) in &chunk {
+                for (letter, record) in &chunk {
+                    let msg = mask_error(pii, record, &e);
                     failed_again(store, letter, &msg, target, &mut report).await?;
                 }
                 report.stopped = Some(msg);
@@ -243,10 +276,11 @@ pub async fn retry_letters<S: Sink + ?Sized>(
                 }
             }
         }
-        for (i, (letter, _)) in chunk.iter().enumerate() {
+        for (i, (letter, record)) in chunk.iter().enumerate() {
             match (rejected.get(i).and_then(Option::as_ref), answered.get(i)) {
                 (Some(e), _) => {
-                    failed_again(store, letter, &e.to_string(), target, &mut report).await?;
+                    let msg = mask_error(pii, record, e);
+                    failed_again(store, letter, &msg, target, &mut report).await?;
                 }
                 (None, Some(true)) => {
                     store.remove_dead_letter(&letter.id).await?;
