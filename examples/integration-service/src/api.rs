@@ -104,7 +104,7 @@ fn body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, Ap
             format!("the body is not JSON: {e}"),
         )
     })?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(crate::model::strict::Strict(value)).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { String::new() } else { path };
         // serde's message names the expected type or the unknown field,
@@ -418,6 +418,31 @@ async fn health() -> Response {
     })
 }
 
+/// utoipa leaves out `additionalProperties: false` on the variants of the
+/// internally tagged [`PlatformEvent`], whose fields serde does check
+/// (`deny_unknown_fields`): an unknown field is a 422.
+struct ClosedEventVariants;
+
+impl utoipa::Modify for ClosedEventVariants {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut("PlatformEvent")
+        else {
+            return;
+        };
+        for variant in &mut one_of.items {
+            if let RefOr::T(Schema::Object(object)) = variant {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
 struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
@@ -437,7 +462,7 @@ impl utoipa::Modify for BearerScheme {
     paths(create_integration, list_integrations, get_integration, sync_contact, sync_lead,
           get_contact, enrich_contact, lead_attribution, batch_sync, sync_from_crm,
           platform_event, health),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ClosedEventVariants),
     tags((name = "integrations"), (name = "sync"), (name = "service")),
 )]
 pub struct ApiDoc;

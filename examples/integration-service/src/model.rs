@@ -102,6 +102,24 @@ pub struct PipedriveFieldKeys {
     pub profile_url: Option<String>,
 }
 
+impl PipedriveFieldKeys {
+    /// The first key that is not a Pipedrive field key (40 hex digits), as
+    /// `(its JSON name, the key)`.
+    pub fn first_malformed(&self) -> Option<(&'static str, &str)> {
+        [
+            ("engagementScore", &self.engagement_score),
+            ("primaryPlatform", &self.primary_platform),
+            ("profileUrl", &self.profile_url),
+        ]
+        .into_iter()
+        .find_map(|(name, key)| {
+            key.as_deref()
+                .filter(|k| k.len() != 40 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|k| (name, k))
+        })
+    }
+}
+
 /// How an integration syncs (seed 002 `syncConfig`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -133,7 +151,7 @@ pub struct SyncConfig {
     pub attribution_model: Model,
     /// Half-life of `time_decay`, in hours (default 168, one week).
     #[serde(default = "default_half_life")]
-    #[schema(minimum = 1)]
+    #[schema(format = Int64, minimum = 1, maximum = 4294967295_i64)]
     pub half_life_hours: u32,
     /// Pipedrive only: custom field keys for enrichment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -375,7 +393,9 @@ pub struct LeadInput {
     /// Where the lead came from (`twitter_dm`).
     #[serde(default)]
     pub source: Option<String>,
-    /// `new`, `working`, `qualified`, `unqualified`, or the CRM's own value.
+    /// `new`, `working`, `qualified`, `unqualified`, or the CRM's own value
+    /// (passed on as it is: Salesforce refuses, with a 422, one that is not
+    /// in its Lead Status picklist).
     #[serde(default)]
     pub status: Option<String>,
     /// The social context.
@@ -698,6 +718,7 @@ pub enum PlatformEvent {
         #[schema(min_length = 1, pattern = r"\S")]
         lead_id: String,
         /// The touchpoint.
+        #[serde(deserialize_with = "strict::object")]
         touchpoint: TouchpointInput,
         /// The post's campaign.
         #[serde(default)]
@@ -723,4 +744,254 @@ pub struct EventResult {
 pub struct Health {
     /// `ok`.
     pub status: String,
+}
+
+/// Reading request bodies as the document describes them.
+///
+/// serde's derived structs also accept a JSON array (their fields in
+/// order), and its integers refuse a JSON number written with a fraction
+/// (`60.0`), which JSON Schema counts as an integer. [`Strict`](strict::Strict) reads a
+/// [`serde_json::Value`] so that a struct is only ever an object and an
+/// integral number is an integer, whatever its spelling; everything else
+/// is serde_json's own reading (and `serde_path_to_error` still names the
+/// field at fault).
+pub mod strict {
+    use serde::de::value::StringDeserializer;
+    use serde::de::{
+        self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Unexpected, Visitor,
+    };
+    use serde::forward_to_deserialize_any;
+    use serde_json::{Map, Value};
+
+    type E = serde_json::Error;
+
+    /// A JSON value read strictly (see the [module](self)).
+    #[derive(Debug)]
+    pub struct Strict(pub Value);
+
+    fn unexpected(v: &Value) -> Unexpected<'_> {
+        match v {
+            Value::Null => Unexpected::Unit,
+            Value::Bool(b) => Unexpected::Bool(*b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => Unexpected::Unsigned(u),
+                (None, Some(i), _) => Unexpected::Signed(i),
+                (None, None, Some(f)) => Unexpected::Float(f),
+                _ => Unexpected::Other("number"),
+            },
+            Value::String(s) => Unexpected::Str(s),
+            Value::Array(_) => Unexpected::Seq,
+            Value::Object(_) => Unexpected::Map,
+        }
+    }
+
+    /// 2^64 and -2^63 as f64: integral floats within are integers.
+    const U64_END: f64 = 18_446_744_073_709_551_616.0;
+    const I64_START: f64 = -9_223_372_036_854_775_808.0;
+
+    fn integer<'de, V: Visitor<'de>>(v: Value, visitor: V) -> Result<V::Value, E> {
+        if let Value::Number(n) = &v {
+            if let Some(u) = n.as_u64() {
+                return visitor.visit_u64(u);
+            }
+            if let Some(i) = n.as_i64() {
+                return visitor.visit_i64(i);
+            }
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+            {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                if (0.0..U64_END).contains(&f) {
+                    return visitor.visit_u64(f as u64);
+                } else if (I64_START..0.0).contains(&f) {
+                    return visitor.visit_i64(f as i64);
+                }
+            }
+        }
+        Err(de::Error::invalid_type(unexpected(&v), &visitor))
+    }
+
+    struct Seq(std::vec::IntoIter<Value>);
+
+    impl<'de> SeqAccess<'de> for Seq {
+        type Error = E;
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, E> {
+            self.0
+                .next()
+                .map(|v| seed.deserialize(Strict(v)))
+                .transpose()
+        }
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.0.len())
+        }
+    }
+
+    struct Obj {
+        entries: serde_json::map::IntoIter,
+        value: Option<Value>,
+    }
+
+    impl<'de> MapAccess<'de> for Obj {
+        type Error = E;
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, E> {
+            match self.entries.next() {
+                Some((k, v)) => {
+                    self.value = Some(v);
+                    seed.deserialize(StringDeserializer::<E>::new(k)).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+        fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, E> {
+            let v = self
+                .value
+                .take()
+                .ok_or_else(|| <E as de::Error>::custom("a value without its key"))?;
+            seed.deserialize(Strict(v))
+        }
+        fn size_hint(&self) -> Option<usize> {
+            Some(self.entries.len())
+        }
+    }
+
+    fn visit_array<'de, V: Visitor<'de>>(a: Vec<Value>, visitor: V) -> Result<V::Value, E> {
+        let len = a.len();
+        let mut seq = Seq(a.into_iter());
+        let out = visitor.visit_seq(&mut seq)?;
+        if seq.0.len() == 0 {
+            Ok(out)
+        } else {
+            Err(de::Error::invalid_length(
+                len,
+                &"fewer elements in the array",
+            ))
+        }
+    }
+
+    fn visit_object<'de, V: Visitor<'de>>(
+        m: Map<String, Value>,
+        visitor: V,
+    ) -> Result<V::Value, E> {
+        visitor.visit_map(Obj {
+            entries: m.into_iter(),
+            value: None,
+        })
+    }
+
+    impl<'de> de::Deserializer<'de> for Strict {
+        type Error = E;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            match self.0 {
+                Value::Array(a) => visit_array(a, visitor),
+                Value::Object(m) => visit_object(m, visitor),
+                other => de::Deserializer::deserialize_any(other, visitor),
+            }
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            match self.0 {
+                Value::Null => visitor.visit_none(),
+                v => visitor.visit_some(Strict(v)),
+            }
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, E> {
+            match self.0 {
+                Value::Object(m) => visit_object(m, visitor),
+                other => Err(de::Error::invalid_type(unexpected(&other), &visitor)),
+            }
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, E> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, E> {
+            // The API's enums are plain strings (the tagged `PlatformEvent`
+            // is read through `deserialize_any`).
+            de::Deserializer::deserialize_enum(self.0, name, variants, visitor)
+        }
+
+        fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+        fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            integer(self.0, visitor)
+        }
+
+        fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            visitor.visit_unit()
+        }
+
+        /// A name is a string: serde would also take a variant's number
+        /// (`"type": 0` for the first event type).
+        fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+            match self.0 {
+                Value::String(s) => visitor.visit_string(s),
+                other => Err(de::Error::invalid_type(unexpected(&other), &visitor)),
+            }
+        }
+
+        forward_to_deserialize_any! {
+            bool i128 u128 f32 f64 char str string bytes byte_buf unit unit_struct
+            seq tuple tuple_struct map
+        }
+    }
+
+    /// For a field that serde reads from its buffered form (inside the
+    /// internally tagged `PlatformEvent`): the value must be an object, and
+    /// is then read strictly.
+    ///
+    /// # Errors
+    /// Anything but an object, or what reading it strictly refuses.
+    pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: de::Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        let v = <Value as serde::Deserialize>::deserialize(d)?;
+        if !v.is_object() {
+            return Err(de::Error::invalid_type(unexpected(&v), &"an object"));
+        }
+        T::deserialize(Strict(v)).map_err(de::Error::custom)
+    }
 }

@@ -456,6 +456,21 @@ impl Service {
                 "`halfLifeHours` is at least 1",
             ));
         }
+        // The keys' form holds for every provider (the document says so);
+        // the Pipedrive client checks them only for Pipedrive.
+        if let Some((name, _)) = sc
+            .pipedrive_fields
+            .as_ref()
+            .and_then(PipedriveFieldKeys::first_malformed)
+        {
+            return Err(ApiError::invalid(
+                format!("syncConfig.pipedriveFields.{name}"),
+                format!(
+                    "`{name}` is a Pipedrive field key: 40 hexadecimal digits \
+                     (GET /v1/personFields lists them)"
+                ),
+            ));
+        }
         let crm = Crm::connect(
             req.provider,
             &req.credentials,
