@@ -765,6 +765,18 @@ pub mod strict {
 
     type E = serde_json::Error;
 
+    /// `deserialize_u8` ... `deserialize_i64` of [`Strict`]: every integer
+    /// type reads through [`integer`].
+    macro_rules! integers {
+        ($($name:ident),*) => {
+            $(
+                fn $name<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+                    integer(self.0, visitor)
+                }
+            )*
+        };
+    }
+
     /// A JSON value read strictly (see the [module](self)).
     #[derive(Debug)]
     pub struct Strict(pub Value);
@@ -933,30 +945,16 @@ pub mod strict {
             de::Deserializer::deserialize_enum(self.0, name, variants, visitor)
         }
 
-        fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
-        fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
-            integer(self.0, visitor)
-        }
+        integers!(
+            deserialize_u8,
+            deserialize_u16,
+            deserialize_u32,
+            deserialize_u64,
+            deserialize_i8,
+            deserialize_i16,
+            deserialize_i32,
+            deserialize_i64
+        );
 
         fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
             visitor.visit_unit()
@@ -993,5 +991,33 @@ pub mod strict {
             return Err(de::Error::invalid_type(unexpected(&v), &"an object"));
         }
         T::deserialize(Strict(v)).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strict::Strict;
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    fn read<T: for<'de> Deserialize<'de>>(v: serde_json::Value) -> Result<T, String> {
+        T::deserialize(Strict(v)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn structs_only_from_objects_and_integers_from_integral_numbers() {
+        let c: SyncConfig =
+            read(json!({"syncInterval": 60.0, "halfLifeHours": 24})).unwrap_or_default();
+        assert_eq!(c.sync_interval, 60);
+        assert_eq!(c.half_life_hours, 24);
+        assert!(read::<SyncConfig>(json!({"syncInterval": 60.5})).is_err());
+        assert!(read::<SyncConfig>(json!({"syncInterval": -1})).is_err());
+        // serde's derive would take an array as the fields in order.
+        assert!(read::<ContactInput>(json!(["a@example.com"])).is_err());
+        let ok: ContactInput =
+            read(json!({"email": "a@example.com"})).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.email, "a@example.com");
+        assert!(read::<ContactInput>(json!({"email": "a@example.com", "extra": 1})).is_err());
     }
 }
