@@ -164,10 +164,11 @@ def _semantic_422(case, response) -> bool:
     # `LastName` and `Company`, an `Email` over 80 characters and a Lead
     # Status outside its picklist; the schema is shared by the three CRMs,
     # so it can only say so in words.
-    # Other Salesforce errors (a malformed query, an unknown field) still
-    # fail the run.
+    # The service answers them as `crm_rejected`, naming the request field
+    # when Salesforce names its own. Other Salesforce errors (a malformed
+    # query, an unknown field) still fail the run.
     message = str(error.get("message", ""))
-    return "field" not in error and message.startswith(SALESFORCE_DATA_LIMITS)
+    return error.get("kind") == "crm_rejected" and message.startswith(SALESFORCE_DATA_LIMITS)
 
 
 # The 404 of an integration that does not exist (service.rs `integration`).

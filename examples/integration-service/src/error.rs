@@ -120,7 +120,8 @@ impl ApiError {
     ///
     /// | error kind | status |
     /// |---|---|
-    /// | invalid input, schema mismatch | 422 |
+    /// | invalid input (the CRM refused a value) | 422 `crm_rejected` |
+    /// | schema mismatch (the CRM lacks a field) | 422 `invalid_input` |
     /// | not found | 404 |
     /// | auth | 502 (the stored credentials were refused) |
     /// | rate limited | 429, or 503 when the CRM's daily quota is spent |
@@ -128,11 +129,19 @@ impl ApiError {
     /// | transient, anything else | 503 |
     pub fn from_crm(e: &Error, pii: &PiiFields, input: &serde_json::Value) -> Self {
         let message = pii.mask_json_values_in(input, &mask_emails(e.message()));
-        let field = e.context_value("field").map(str::to_owned);
+        // The CRM's name of the field at fault (Salesforce lists them in
+        // `fields`), said in the request's terms.
+        let field = e
+            .context_value("field")
+            .or_else(|| e.context_value("fields"))
+            .and_then(|f| f.split(',').map(str::trim).find(|f| !f.is_empty()))
+            .map(request_field);
         let (status, kind) = match e.kind() {
-            ErrorKind::InvalidInput | ErrorKind::SchemaMismatch => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input")
-            }
+            // The CRM refused a value (a required field, a length, a
+            // picklist): the record is kept for a person.
+            ErrorKind::InvalidInput => (StatusCode::UNPROCESSABLE_ENTITY, "crm_rejected"),
+            // The CRM lacks a field the service writes (a custom field).
+            ErrorKind::SchemaMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Auth => (StatusCode::BAD_GATEWAY, "crm_auth"),
             ErrorKind::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -156,6 +165,33 @@ impl ApiError {
             record: None,
         }
     }
+}
+
+/// The request's name (camelCase, seed 002) of a CRM field: `LastName`
+/// and `lastname` are `lastName`; a name without one (a custom field) is
+/// kept as the CRM spells it.
+pub fn request_field(crm: &str) -> String {
+    let known = [
+        ("email", "email"),
+        ("emails", "email"),
+        ("firstname", "firstName"),
+        ("first_name", "firstName"),
+        ("lastname", "lastName"),
+        ("last_name", "lastName"),
+        ("name", "lastName"),
+        ("phone", "phone"),
+        ("phones", "phone"),
+        ("company", "company"),
+        ("accountid", "company"),
+        ("leadsource", "source"),
+        ("status", "status"),
+        ("hs_lead_status", "status"),
+    ];
+    let lower = crm.to_ascii_lowercase();
+    known
+        .iter()
+        .find(|(c, _)| *c == lower)
+        .map_or_else(|| crm.to_owned(), |(_, r)| (*r).to_owned())
 }
 
 /// `text` with every email-looking word masked, for messages that quote
@@ -215,6 +251,19 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crm_field_names_are_said_in_the_request_terms() {
+        let e = Error::new(
+            ErrorKind::InvalidInput,
+            "REQUIRED_FIELD_MISSING: Required fields are missing: [LastName, Company]",
+        )
+        .with_context("fields", "LastName,Company");
+        let a = ApiError::from_crm(&e, &PiiFields::new(), &serde_json::json!({}));
+        assert_eq!(a.field.as_deref(), Some("lastName"));
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(request_field("Custom__c"), "Custom__c");
+    }
 
     #[test]
     fn emails_in_free_text_are_masked() {

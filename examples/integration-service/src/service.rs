@@ -884,7 +884,7 @@ impl Service {
             let email = match email_of(&item.email, &format!("[{i}].email")) {
                 Ok(e) => e,
                 Err(e) => {
-                    results[i].error = Some(detail(e.with_record(format!("[{i}]"))));
+                    results[i].error = Some(item_error(e, i));
                     continue;
                 }
             };
@@ -911,7 +911,7 @@ impl Service {
             };
             match built {
                 Ok((record, _skipped)) => ready.push((i, item, record)),
-                Err(e) => results[i].error = Some(detail(e.with_record(format!("[{i}]")))),
+                Err(e) => results[i].error = Some(item_error(e, i)),
             }
         }
         let records: Vec<Record> = ready.iter().map(|(_, _, r)| r.clone()).collect();
@@ -933,7 +933,7 @@ impl Service {
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            results[*i].error = Some(detail(e.with_record(format!("[{i}]"))));
+                            results[*i].error = Some(item_error(e, *i));
                         }
                     }
                     results[*i].record_id = Some(w.record_id.into_inner());
@@ -945,7 +945,7 @@ impl Service {
                     let body = serde_json::to_value(item).unwrap_or_default();
                     let err = ApiError::from_crm(&e, &self.pii, &body);
                     self.keep(&s, item, &err).await?;
-                    results[*i].error = Some(detail(err.with_record(format!("[{i}]"))));
+                    results[*i].error = Some(item_error(err, *i));
                 }
             }
         }
@@ -1963,6 +1963,22 @@ impl Service {
 
 /// The largest batch `contacts/batch-sync` takes.
 pub const MAX_BATCH: usize = 5000;
+
+/// The error of batch item `i`: its record and, for a field the CRM named,
+/// the field's path in the batch.
+fn item_error(e: ApiError, i: usize) -> crate::error::ErrorDetail {
+    let prefix = format!("[{i}].");
+    let field = e.field.clone().map(|f| {
+        if f.starts_with('[') {
+            f
+        } else {
+            format!("{prefix}{f}")
+        }
+    });
+    let mut e = e.with_record(format!("[{i}]"));
+    e.field = field;
+    detail(e)
+}
 
 fn detail(e: ApiError) -> crate::error::ErrorDetail {
     crate::error::ErrorDetail {

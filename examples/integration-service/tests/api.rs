@@ -834,3 +834,57 @@ async fn the_seed_jobs_run_hourly_every_6_hours_and_daily() {
         .await;
     assert!(one.body["lastSyncAt"].is_string(), "{}", one.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_crm_refuses_is_named_by_its_request_field() {
+    let w = World::start("refused").await;
+    let id = w.integration(Provider::Salesforce, ACME_ADMIN, "sf").await;
+    let base = format!("/api/crm/integrations/{id}");
+    // Salesforce requires LastName to create a contact, Company a lead.
+    let r = w
+        .post(
+            &format!("{base}/contacts/sync"),
+            ACME_OPERATOR,
+            &json!({"email": "nolast@example.com", "firstName": "No"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"]["field"], "lastName", "{}", r.text);
+    let r = w
+        .post(
+            &format!("{base}/leads/sync"),
+            ACME_OPERATOR,
+            &json!({"email": "nocompany@example.com", "lastName": "Lead"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"]["field"], "company", "{}", r.text);
+    // In a batch, the item and its field.
+    let r = w
+        .post(
+            &format!("{base}/contacts/batch-sync"),
+            ACME_OPERATOR,
+            &json!([{"email": "ok@example.com", "lastName": "Ok"}, {"email": "nolast2@example.com"}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["created"], 1);
+    assert_eq!(
+        r.body["results"][1]["error"]["field"], "[1].lastName",
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["results"][1]["error"]["record"], "[1]");
+    // A refused contact is kept for a person (and the hourly retry).
+    let conn = crm_sql::state::ConnectionId::new(id.clone());
+    let kept = w
+        .app
+        .service
+        .store()
+        .state()
+        .dead_letters(&conn, 10, 10)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().all(|d| d.stage == "crm_rejected"));
+}
