@@ -167,6 +167,46 @@ pub fn mask_email(text: &str) -> String {
     })
 }
 
+/// `text` with every email address in it masked with [`mask_email`], for
+/// free text that quotes values no record lists (a provider's error
+/// message). A word counts as an address when it holds `@` once stripped
+/// of surrounding punctuation; words are split at whitespace, `,`, `;`
+/// and quotes.
+///
+/// ```
+/// use crm_core::pii::mask_emails_in;
+///
+/// assert_eq!(
+///     mask_emails_in("duplicate: 'john@example.com' exists"),
+///     "duplicate: 'j***@example.com' exists"
+/// );
+/// assert_eq!(mask_emails_in("<jane@corp.io>"), "<j***@corp.io>");
+/// assert_eq!(mask_emails_in("no address here"), "no address here");
+/// ```
+pub fn mask_emails_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let address = word.trim_matches(|c: char| !c.is_alphanumeric());
+        if address.contains('@') {
+            out.push_str(&word.replace(address, &mask_email(address)));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, ',' | ';' | '"' | '\'') {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// Masks a phone number: a leading `+` and the digit after it, one `*` per
 /// other digit, and the last 2 digits; spaces, dashes and brackets are
 /// dropped. With fewer than 7 digits no digit is shown; text without digits

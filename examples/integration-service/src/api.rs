@@ -109,7 +109,7 @@ fn body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &Bytes) -> Result<T, Ap
         let field = if path == "." { String::new() } else { path };
         // serde's message names the expected type or the unknown field,
         // never the value sent.
-        let message = crate::error::mask_emails(&e.into_inner().to_string());
+        let message = crm_core::pii::mask_emails_in(&e.into_inner().to_string());
         ApiError::invalid(field, message)
     })
 }
@@ -152,23 +152,15 @@ async fn create_integration(
 ) -> Response {
     let run = async {
         let caller = st.access.caller(&headers)?;
-        caller_role_first(&caller, crm_sync::access::Role::Admin)?;
+        // The role is refused before the body is read: a viewer's write is
+        // 403 whatever it sends.
+        caller.needs(crm_sync::access::Role::Admin)?;
         let req: CreateIntegration = body(&headers, &bytes)?;
         st.service.create_integration(&caller, &req).await
     };
     match run.await {
         Ok(v) => created(v),
         Err(e) => e.into_response(),
-    }
-}
-
-/// Refuses a role before the body is read, so a viewer's write is 403
-/// whatever it sends.
-fn caller_role_first(caller: &Caller, role: crm_sync::access::Role) -> Result<(), ApiError> {
-    if caller.role.allows(role) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(role.as_str()))
     }
 }
 
@@ -243,7 +235,7 @@ macro_rules! write_endpoint {
         ) -> Response {
             answer(async {
                 let $caller = st.access.caller(&headers)?;
-                caller_role_first(&$caller, crm_sync::access::Role::Operator)?;
+                $caller.needs(crm_sync::access::Role::Operator)?;
                 let $body: $req = body(&headers, &bytes)?;
                 let $svc = &st.service;
                 $call.await

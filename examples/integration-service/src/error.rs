@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use crm_core::pii::PiiFields;
+use crm_core::pii::{PiiFields, mask_emails_in};
 use crm_core::{Error, ErrorKind};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -128,7 +128,7 @@ impl ApiError {
     /// | rejected by the CRM (permanent, conflict) | 422 |
     /// | transient, anything else | 503 |
     pub fn from_crm(e: &Error, pii: &PiiFields, input: &serde_json::Value) -> Self {
-        let message = pii.mask_json_values_in(input, &mask_emails(e.message()));
+        let message = pii.mask_json_values_in(input, &mask_emails_in(e.message()));
         // The CRM's name of the field at fault (Salesforce lists them in
         // `fields`), said in the request's terms.
         let field = e
@@ -194,36 +194,6 @@ pub fn request_field(crm: &str) -> String {
         .map_or_else(|| crm.to_owned(), |(_, r)| (*r).to_owned())
 }
 
-/// `text` with every email-looking word masked, for messages that quote
-/// values the caller did not send (a CRM's answer).
-pub fn mask_emails(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if word.contains('@') && word.len() > 2 {
-            let trimmed = word.trim_matches(|c: char| !c.is_alphanumeric());
-            if trimmed.contains('@') {
-                out.push_str(&word.replace(trimmed, &crm_core::pii::mask_email(trimmed)));
-            } else {
-                out.push_str(word);
-            }
-        } else {
-            out.push_str(word);
-        }
-        word.clear();
-    };
-    for c in text.chars() {
-        if c.is_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'' {
-            flush(&mut word, &mut out);
-            out.push(c);
-        } else {
-            word.push(c);
-        }
-    }
-    flush(&mut word, &mut out);
-    out
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
@@ -263,15 +233,5 @@ mod tests {
         assert_eq!(a.field.as_deref(), Some("lastName"));
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(request_field("Custom__c"), "Custom__c");
-    }
-
-    #[test]
-    fn emails_in_free_text_are_masked() {
-        assert_eq!(
-            mask_emails("duplicate: 'john@example.com' exists, see x"),
-            "duplicate: 'j***@example.com' exists, see x"
-        );
-        assert_eq!(mask_emails("no address here"), "no address here");
-        assert_eq!(mask_emails("<jane@corp.io>"), "<j***@corp.io>");
     }
 }

@@ -24,9 +24,8 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::ProvidersMode;
 use crate::crm::Crm;
-use crate::error::{ApiError, mask_emails};
+use crate::error::ApiError;
 use crate::model::*;
 use crate::store::{self, Store, Stored};
 
@@ -51,7 +50,11 @@ impl Caller {
         }
     }
 
-    fn needs(&self, role: Role) -> Result<(), ApiError> {
+    /// 403 unless the caller's role includes `role`.
+    ///
+    /// # Errors
+    /// [`ApiError::forbidden`].
+    pub fn needs(&self, role: Role) -> Result<(), ApiError> {
         if self.role.allows(role) {
             Ok(())
         } else {
@@ -302,7 +305,8 @@ fn outcome_action(o: &WriteOutcome) -> Option<(RecordId, Action)> {
 
 impl Service {
     /// A service over `store`; `endpoints` replaces the CRMs' addresses
-    /// (set it to the simulators' in [`ProvidersMode::Simulators`]).
+    /// (set it to the simulators' in
+    /// [`crate::config::ProvidersMode::Simulators`]).
     ///
     /// # Errors
     /// An invalid engagement configuration.
@@ -317,15 +321,6 @@ impl Service {
             writes: Mutex::new(HashMap::new()),
             scorer: crm_core::engagement::EngagementConfig::default().build()?,
         })
-    }
-
-    /// The mode the endpoints imply.
-    pub fn mode(&self) -> ProvidersMode {
-        if self.endpoints.salesforce.is_some() {
-            ProvidersMode::Simulators
-        } else {
-            ProvidersMode::Live
-        }
     }
 
     /// The store.
@@ -558,12 +553,15 @@ impl Service {
     // ------------------------------------------------------------ contacts
 
     /// The provider record of a contact, and the fields left out.
+    /// `accounts` keeps the Salesforce Accounts found or created by name,
+    /// so a batch looks each company up once.
     async fn contact_record(
         &self,
         s: &Stored,
         crm: &Crm,
         c: &ContactInput,
         prefix: &str,
+        accounts: &mut HashMap<String, Option<RecordId>>,
     ) -> Result<(Record, Vec<SkippedField>), ApiError> {
         let list = &s.settings.sync_config.contact_fields;
         let email = email_of(&c.email, &format!("{prefix}email"))?;
@@ -590,10 +588,17 @@ impl Service {
                     r.set("Phone", p.as_str());
                 }
                 if let Some(name) = company {
-                    let account = crm
-                        .salesforce_account(name)
-                        .await
-                        .map_err(crm_error(&self.pii, &json!({})))?;
+                    let account = match accounts.get(name) {
+                        Some(a) => a.clone(),
+                        None => {
+                            let a = crm
+                                .salesforce_account(name)
+                                .await
+                                .map_err(crm_error(&self.pii, &json!({})))?;
+                            accounts.insert(name.to_owned(), a.clone());
+                            a
+                        }
+                    };
                     if let Some(a) = account {
                         r.set("AccountId", a.as_str());
                     }
@@ -754,12 +759,22 @@ impl Service {
     ) -> Result<SyncResult, ApiError> {
         caller.needs(Role::Operator)?;
         let s = self.integration(caller, id).await?;
+        self.sync_contact_in(caller, &s, input).await
+    }
+
+    /// [`Service::sync_contact`] on an integration already looked up.
+    async fn sync_contact_in(
+        &self,
+        caller: &Caller,
+        s: &Stored,
+        input: &ContactInput,
+    ) -> Result<SyncResult, ApiError> {
         if s.settings.sync_config.direction == Direction::FromCrm {
             return Err(direction_refused("contacts"));
         }
-        let result = self.push_contact(&s, input, "").await;
+        let result = self.push_contact(s, input, "").await;
         if let Err(e) = &result {
-            self.keep(&s, input, e).await?;
+            self.keep(s, input, e).await?;
         }
         let result = result?;
         self.audit(
@@ -783,7 +798,9 @@ impl Service {
         Service::check_profiles(&input.social_profiles, prefix)?;
         let crm = self.crm(s).await?;
         let body = serde_json::to_value(input).unwrap_or_default();
-        let (record, skipped) = self.contact_record(s, &crm, input, prefix).await?;
+        let (record, skipped) = self
+            .contact_record(s, &crm, input, prefix, &mut HashMap::new())
+            .await?;
         let lock = lock_of(&self.writes, s.id());
         let guard = lock.lock().await;
         let written = self
@@ -903,10 +920,14 @@ impl Service {
         }
         let unique = merged.len();
         let mut ready: Vec<(usize, ContactInput, Record)> = Vec::new();
+        let mut accounts = HashMap::new();
         for (i, item) in merged {
             let prefix = format!("[{i}].");
             let built = match Service::check_profiles(&item.social_profiles, &prefix) {
-                Ok(()) => self.contact_record(&s, &crm, &item, &prefix).await,
+                Ok(()) => {
+                    self.contact_record(&s, &crm, &item, &prefix, &mut accounts)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match built {
@@ -1348,12 +1369,30 @@ impl Service {
                      `socialProfiles` or send its conversations first",
                 )
             })?;
-        let (e, score) = self.enrichment(
+        self.enrich_with(
+            caller,
+            &s,
+            contact,
             &doc,
             req.include_social_data,
             req.include_engagement_history,
-        );
-        let crm = self.crm(&s).await?;
+        )
+        .await
+    }
+
+    /// Writes `doc`, the social data of `contact`, to the CRM record (the
+    /// social profiles when `social`, the engagement when `history`).
+    async fn enrich_with(
+        &self,
+        caller: &Caller,
+        s: &Stored,
+        contact: &str,
+        doc: &SocialDoc,
+        social: bool,
+        history: bool,
+    ) -> Result<EnrichResult, ApiError> {
+        let (e, score) = self.enrichment(doc, social, history);
+        let crm = self.crm(s).await?;
         let report = enrich(
             &crm.enrich_target(),
             &doc.object,
@@ -1782,8 +1821,8 @@ impl Service {
                     social_profiles: profiles,
                     custom_fields: BTreeMap::new(),
                 };
-                let synced = self.sync_contact(caller, id, &input).await?;
                 let s = self.integration(caller, id).await?;
+                let synced = self.sync_contact_in(caller, &s, &input).await?;
                 self.store
                     .put_doc(
                         s.id(),
@@ -1838,16 +1877,7 @@ impl Service {
                     .await
                     .map_err(internal)?;
                 let enriched = self
-                    .enrich_contact(
-                        caller,
-                        id,
-                        &EnrichRequest {
-                            contact_id: contact.clone(),
-                            provider: None,
-                            include_social_data: false,
-                            include_engagement_history: true,
-                        },
-                    )
+                    .enrich_with(caller, &s, &contact, &doc, false, true)
                     .await?;
                 Ok(EventResult {
                     workflow: "engagement_updated".into(),
@@ -1925,7 +1955,10 @@ impl Service {
                     Err(e) => {
                         self.store
                             .state()
-                            .dead_letter_failed_again(&letter.id, &mask_emails(&e.message))
+                            .dead_letter_failed_again(
+                                &letter.id,
+                                &crm_core::pii::mask_emails_in(&e.message),
+                            )
                             .await?;
                         failed += 1;
                     }

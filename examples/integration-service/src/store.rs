@@ -19,7 +19,6 @@ use crm_sql::state::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crm::credential_names;
@@ -162,23 +161,7 @@ impl Store {
         let sealed = serde_json::to_string(&req.credentials)
             .map_err(|e| Error::invalid_input(format!("credentials: {e}")))?;
         let name = format!("{workspace}/{}", req.name);
-        let taken = self
-            .state
-            .connections()
-            .await?
-            .into_iter()
-            .any(|c| c.provider == req.provider.as_str() && c.name == name);
-        if taken {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "the workspace already has a {} integration named `{}`",
-                    req.provider.as_str(),
-                    req.name
-                ),
-            )
-            .with_context("field", "name"));
-        }
+        // The store's (provider, name) uniqueness answers a name taken.
         let id = self
             .state
             .create_connection(
@@ -189,7 +172,19 @@ impl Store {
                             .map_err(|e| Error::invalid_input(format!("settings: {e}")))?,
                     ),
             )
-            .await?;
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Conflict => Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "the workspace already has a {} integration named `{}`",
+                        req.provider.as_str(),
+                        req.name
+                    ),
+                )
+                .with_context("field", "name"),
+                _ => e,
+            })?;
         self.get(workspace, &id)
             .await?
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "the integration vanished"))
@@ -363,9 +358,4 @@ impl Stored {
     pub fn id(&self) -> &ConnectionId {
         &self.connection.id
     }
-}
-
-/// An audit entry's values for an action on a record.
-pub fn audit_values(fields: &[String]) -> serde_json::Value {
-    json!({ "fields": fields })
 }
